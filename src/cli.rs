@@ -1,0 +1,115 @@
+//! Running each subcommand and turning its result into an exit code: 0 success, 1 failure (for
+//! `check`: not ready; for `health`: not SERVING), 2 usage error (clap's own).
+
+use std::process::ExitCode;
+
+use sqlx::{Connection, PgConnection};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::config::{Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig};
+use crate::startup::{self, Application};
+use crate::store::baseline;
+use crate::store::schema::SchemaState;
+use crate::{guard, telemetry};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    telemetry::init(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => serve(args.try_into()).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Check(args) => check(args).await,
+        Command::Health(args) => health(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> {
+    let app = Application::build(config?).await?;
+    app.run_until_stopped(startup::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let options = args.database.connect_options()?;
+    let table = &args.database.history_table;
+    if args.baseline {
+        let mut conn = PgConnection::connect_with(&options).await?;
+        let recorded = baseline::adopt(&mut conn, table).await?;
+        println!(
+            "baselined: recorded {} as applied in {table}",
+            recorded.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let state = guard::run(&options, table, true).await?;
+    if state.is_ready() {
+        println!("{state}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{state}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn check(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
+    let options = args.connect_options()?;
+    match guard::run(&options, &args.history_table, false).await {
+        Ok(state @ SchemaState::Ready { .. }) => {
+            println!("{state}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(state) => {
+            eprintln!("{state}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("database unreachable: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    let ask = async {
+        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())?
+            .connect()
+            .await?;
+        let mut client = HealthClient::new(channel);
+        let response = client
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await?;
+        anyhow::Ok(response.into_inner().status())
+    };
+    match tokio::time::timeout(args.timeout, ask).await {
+        Ok(Ok(status)) => {
+            println!("{}", status.as_str_name());
+            Ok(if status == ServingStatus::Serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Ok(Err(e)) => {
+            eprintln!("health check of {} failed: {e:#}", args.addr);
+            Ok(ExitCode::FAILURE)
+        }
+        Err(_) => {
+            eprintln!(
+                "health check of {} timed out after {:?}",
+                args.addr, args.timeout
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

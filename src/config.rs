@@ -1,0 +1,274 @@
+//! The command line (clap; every flag also reads the environment variable named in its help), and
+//! the plain configuration structs that startup takes, which tests build directly.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::domain::OntologyAliases;
+use crate::store::PoolSettings;
+use crate::store::migrations::HISTORY_TABLE;
+
+/// idminter: short, stable, opaque canonical IDs for the source identifiers of a data pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "idminter", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `text` for people, `json` for log pipelines. Levels come from RUST_LOG.
+    #[arg(
+        long,
+        env = "IDMINTER_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(MigrateArgs),
+    /// Run the schema guard once: exit 0 when ready, 1 when not (diagnosis on stderr).
+    Check(DatabaseArgs),
+    /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
+    Health(HealthArgs),
+}
+
+/// Where the database is and which history table records our migrations.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/idminter.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The migration-history table. Pinned by us; change it only to point at a table that
+    /// already records idminter's migrations under another name.
+    #[arg(long, env = "IDMINTER_HISTORY_TABLE", default_value = HISTORY_TABLE, value_parser = parse_table_name)]
+    pub history_table: String,
+    /// The most database connections this process opens.
+    #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a free database connection before failing with UNAVAILABLE.
+    #[arg(long, env = "IDMINTER_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+}
+
+impl DatabaseArgs {
+    /// # Errors
+    /// A malformed URL.
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        PgConnectOptions::from_str(&self.database_url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+        }
+    }
+}
+
+/// Accepts `table` or `schema.table`, each part a plain lower-case SQL identifier: the name is
+/// written into SQL, by refinery and by us, so nothing else may pass.
+fn parse_table_name(name: &str) -> Result<String, String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() <= 2 && parts.iter().all(|p| part_ok(p)) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "`{name}` is not a plain table name (lower-case letters, digits and _, optionally schema.table)"
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The gRPC listen address.
+    #[arg(long, env = "IDMINTER_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// The admin HTTP listen address (/metrics, /healthz, /readyz).
+    #[arg(long, env = "IDMINTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Apply pending migrations at start (an empty database gets the whole schema). Never acts on
+    /// a database whose history table is missing.
+    #[arg(long, env = "IDMINTER_MIGRATE")]
+    pub migrate: bool,
+    /// Rewrite an ontology type before anything else, FROM=TO; repeatable (comma-separated in the
+    /// environment variable).
+    #[arg(
+        long = "ontology-alias",
+        env = "IDMINTER_ONTOLOGY_ALIASES",
+        value_delimiter = ','
+    )]
+    pub ontology_aliases: Vec<String>,
+    /// The most entries one call may carry.
+    #[arg(long, env = "IDMINTER_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_batch: u32,
+    /// The longest a call may run before DEADLINE_EXCEEDED (a caller's shorter deadline wins).
+    #[arg(long, env = "IDMINTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// The most calls served at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDMINTER_CONCURRENCY_LIMIT", default_value_t = 64)]
+    pub concurrency_limit: usize,
+    /// The largest request or response message, in bytes.
+    #[arg(long, env = "IDMINTER_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// How often the database is checked while serving.
+    #[arg(long, env = "IDMINTER_DB_CHECK_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub db_check_interval: Duration,
+    /// How long SIGTERM waits for in-flight calls before exiting anyway.
+    #[arg(long, env = "IDMINTER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Adopt an existing schema that has no history table: record the migrations its tables
+    /// already match, and refuse if they match none.
+    #[arg(long)]
+    pub baseline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server's gRPC URL.
+    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// The service to ask about; "" is the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Everything `serve` needs, as plain values.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub database: PgConnectOptions,
+    pub pool: PoolSettings,
+    pub history_table: String,
+    pub migrate: bool,
+    pub aliases: OntologyAliases,
+    pub max_batch: usize,
+    pub request_timeout: Duration,
+    pub concurrency_limit: usize,
+    pub max_message_bytes: usize,
+    pub db_check_interval: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults for everything but the database, listening on loopback with OS-chosen ports.
+    pub fn local(database: PgConnectOptions) -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database,
+            pool: PoolSettings::default(),
+            history_table: HISTORY_TABLE.to_owned(),
+            migrate: false,
+            aliases: OntologyAliases::default(),
+            max_batch: 10_000,
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 64,
+            max_message_bytes: 16 * 1024 * 1024,
+            db_check_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
+        // Destructured in full, so that a new flag that is not wired up fails to compile.
+        let ServeArgs {
+            grpc_addr,
+            admin_addr,
+            database,
+            migrate,
+            ontology_aliases,
+            max_batch,
+            request_timeout,
+            concurrency_limit,
+            max_message_bytes,
+            db_check_interval,
+            shutdown_timeout,
+        } = args;
+        Ok(Self {
+            grpc_addr,
+            admin_addr,
+            database: database.connect_options()?,
+            pool: database.pool_settings(),
+            history_table: database.history_table,
+            migrate,
+            aliases: OntologyAliases::parse(&ontology_aliases).map_err(anyhow::Error::msg)?,
+            max_batch: max_batch as usize,
+            request_timeout,
+            concurrency_limit,
+            max_message_bytes,
+            db_check_interval,
+            shutdown_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_table_names_must_be_plain_identifiers() {
+        for ok in ["idminter_schema_history", "public.schema_version", "_x1"] {
+            assert!(parse_table_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Schema_Version",
+            "a;drop table x",
+            "a.b.c",
+            "1abc",
+            "a-b",
+            "\"quoted\"",
+        ] {
+            assert!(parse_table_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_history_table_is_ours() {
+        let cli = Cli::try_parse_from(["idminter", "check", "--database-url", "postgres://x@h/db"])
+            .unwrap();
+        let Command::Check(db) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(db.history_table, "idminter_schema_history");
+    }
+}

@@ -1,0 +1,436 @@
+//! Planning a MintIds call, apart from any database: deduplicate the batch, then, once the known
+//! identifiers are looked up, decide for each new identifier whether it needs a fresh ID or inherits
+//! one from its predecessor. The store carries the plan out; this module only decides.
+//!
+//! Predecessors may chain inside one request (`a` inherits from `b`, which is new and inherits from
+//! `c`); chains are flattened to their root here, so the store needs the same number of round trips
+//! whatever their length.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use super::{CanonicalId, SourceIdentifier, Violations};
+
+/// One entry of a MintIds request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintItem {
+    pub source_identifier: SourceIdentifier,
+    pub predecessor: Option<SourceIdentifier>,
+}
+
+/// How an identifier came by its canonical ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MintOutcome {
+    /// It already had one.
+    Existing,
+    /// This call minted one for it.
+    Minted,
+    /// This call gave it its predecessor's.
+    Inherited,
+}
+
+impl MintOutcome {
+    /// The label used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MintOutcome::Existing => "existing",
+            MintOutcome::Minted => "minted",
+            MintOutcome::Inherited => "inherited",
+        }
+    }
+}
+
+/// The answer for one request entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub source_identifier: SourceIdentifier,
+    pub canonical_id: CanonicalId,
+    pub outcome: MintOutcome,
+}
+
+/// A deduplicated batch: each distinct identifier once, in order of first appearance.
+#[derive(Debug)]
+pub struct MintPlan {
+    identifiers: Vec<SourceIdentifier>,
+    predecessors: Vec<Option<SourceIdentifier>>,
+    index: HashMap<SourceIdentifier, usize>,
+    /// For each request entry, the index of its identifier in `identifiers`.
+    positions: Vec<usize>,
+    /// For each distinct identifier, its first request position (to name it in errors).
+    first_position: Vec<usize>,
+}
+
+impl MintPlan {
+    /// Deduplicates the items. An identifier repeated with and without a predecessor takes the
+    /// predecessor, so that a document naming a work both as a subject and as itself works.
+    ///
+    /// # Errors
+    /// An identifier repeated with two different predecessors: there is no one answer for it.
+    pub fn new(items: Vec<MintItem>) -> Result<Self, Violations> {
+        let mut plan = MintPlan {
+            identifiers: Vec::with_capacity(items.len()),
+            predecessors: Vec::with_capacity(items.len()),
+            index: HashMap::with_capacity(items.len()),
+            positions: Vec::with_capacity(items.len()),
+            first_position: Vec::with_capacity(items.len()),
+        };
+        let mut violations = Violations::default();
+        for (position, item) in items.into_iter().enumerate() {
+            let i = match plan.index.get(&item.source_identifier) {
+                Some(&i) => {
+                    match (&plan.predecessors[i], item.predecessor) {
+                        (_, None) => {}
+                        (None, Some(p)) => plan.predecessors[i] = Some(p),
+                        (Some(existing), Some(p)) if *existing == p => {}
+                        (Some(_), Some(_)) => violations.push(
+                            format!("items[{position}].predecessor"),
+                            format!(
+                                "differs from the predecessor named for the same identifier at items[{}]",
+                                plan.first_position[i]
+                            ),
+                        ),
+                    }
+                    i
+                }
+                None => {
+                    let i = plan.identifiers.len();
+                    plan.index.insert(item.source_identifier.clone(), i);
+                    plan.identifiers.push(item.source_identifier);
+                    plan.predecessors.push(item.predecessor);
+                    plan.first_position.push(position);
+                    i
+                }
+            };
+            plan.positions.push(i);
+        }
+        violations.into_result(plan)
+    }
+
+    /// Every identifier whose canonical ID must be known to answer: the items and their
+    /// predecessors, each once.
+    pub fn to_look_up(&self) -> Vec<SourceIdentifier> {
+        let mut all = self.identifiers.clone();
+        let mut extra = HashSet::new();
+        for p in self.predecessors.iter().flatten() {
+            if !self.index.contains_key(p) && extra.insert(p) {
+                all.push(p.clone());
+            }
+        }
+        all
+    }
+
+    /// Decides what each distinct identifier needs, given the canonical IDs already stored.
+    ///
+    /// # Errors
+    /// New identifiers whose predecessor is neither minted nor minted by this request (directly or
+    /// through a chain of new predecessors). Nothing may be written then.
+    pub fn resolve(
+        self,
+        known: &HashMap<SourceIdentifier, CanonicalId>,
+    ) -> Result<Pending, PlanError> {
+        let n = self.identifiers.len();
+        let mut answers: Vec<Option<(CanonicalId, MintOutcome)>> = self
+            .identifiers
+            .iter()
+            .map(|id| known.get(id).map(|c| (c.clone(), MintOutcome::Existing)))
+            .collect();
+        let mut roots = Vec::new();
+        let mut inherit_known = Vec::new();
+        let mut inherit_new = Vec::new();
+        let mut unminted = Vec::new();
+
+        for (i, answer) in answers.iter().enumerate() {
+            if answer.is_some() {
+                continue;
+            }
+            let Some(predecessor) = &self.predecessors[i] else {
+                roots.push(i);
+                continue;
+            };
+            // Follow the chain of new predecessors inside this request to its root; a chain longer
+            // than the batch has a cycle.
+            let mut current = predecessor;
+            let mut steps = 0;
+            loop {
+                if let Some(id) = known.get(current) {
+                    inherit_known.push((i, id.clone()));
+                    break;
+                }
+                let next = self
+                    .index
+                    .get(current)
+                    .and_then(|&j| match &self.predecessors[j] {
+                        None => {
+                            inherit_new.push((i, j));
+                            None
+                        }
+                        Some(q) => Some(q),
+                    });
+                match next {
+                    Some(q) if steps < n => {
+                        current = q;
+                        steps += 1;
+                    }
+                    _ => {
+                        if !self.index.contains_key(current) || steps >= n {
+                            unminted.push(UnmintedPredecessor {
+                                position: self.first_position[i],
+                                identifier: self.identifiers[i].clone(),
+                                predecessor: predecessor.clone(),
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if !unminted.is_empty() {
+            return Err(PlanError(unminted));
+        }
+        answers.shrink_to_fit();
+        Ok(Pending {
+            identifiers: self.identifiers,
+            positions: self.positions,
+            answers,
+            roots,
+            inherit_known,
+            inherit_new,
+        })
+    }
+}
+
+/// A new identifier whose predecessor has no canonical ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmintedPredecessor {
+    /// The request position of the (first) item naming it.
+    pub position: usize,
+    pub identifier: SourceIdentifier,
+    pub predecessor: SourceIdentifier,
+}
+
+/// The items of a MintIds call that cannot be answered because their predecessors are not minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError(pub Vec<UnmintedPredecessor>);
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 10;
+        f.write_str("predecessor not minted: ")?;
+        for (k, u) in self.0.iter().take(SHOWN).enumerate() {
+            if k > 0 {
+                f.write_str("; ")?;
+            }
+            write!(
+                f,
+                "items[{}] ({}) names predecessor {}",
+                u.position, u.identifier, u.predecessor
+            )?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, "; and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// A resolved plan being carried out: the store settles each identifier's answer and then asks for
+/// the response.
+#[derive(Debug)]
+pub struct Pending {
+    identifiers: Vec<SourceIdentifier>,
+    positions: Vec<usize>,
+    answers: Vec<Option<(CanonicalId, MintOutcome)>>,
+    roots: Vec<usize>,
+    inherit_known: Vec<(usize, CanonicalId)>,
+    inherit_new: Vec<(usize, usize)>,
+}
+
+impl Pending {
+    /// True when every identifier already had a canonical ID: nothing needs writing.
+    pub fn is_complete(&self) -> bool {
+        self.roots.is_empty() && self.inherit_known.is_empty() && self.inherit_new.is_empty()
+    }
+
+    /// The distinct identifier at index `i`.
+    pub fn identifier(&self, i: usize) -> &SourceIdentifier {
+        &self.identifiers[i]
+    }
+
+    /// New identifiers that need a freshly minted ID.
+    pub fn roots(&self) -> &[usize] {
+        &self.roots
+    }
+
+    /// New identifiers inheriting from a predecessor that was already minted, with its ID.
+    pub fn inherit_known(&self) -> &[(usize, CanonicalId)] {
+        &self.inherit_known
+    }
+
+    /// New identifiers inheriting from a root of this request: (identifier, root).
+    pub fn inherit_new(&self) -> &[(usize, usize)] {
+        &self.inherit_new
+    }
+
+    /// The settled canonical ID of identifier `i`, if any yet.
+    pub fn answer(&self, i: usize) -> Option<&CanonicalId> {
+        self.answers[i].as_ref().map(|(id, _)| id)
+    }
+
+    /// Records how identifier `i` came by its canonical ID.
+    pub fn settle(&mut self, i: usize, id: CanonicalId, outcome: MintOutcome) {
+        self.answers[i] = Some((id, outcome));
+    }
+
+    /// The response in request order, or the index of an identifier left unsettled (a bug).
+    ///
+    /// # Errors
+    /// The index of the first identifier that was never settled.
+    pub fn into_answers(self) -> Result<Vec<Minted>, usize> {
+        if let Some(i) = self.answers.iter().position(Option::is_none) {
+            return Err(i);
+        }
+        Ok(self
+            .positions
+            .iter()
+            .map(|&i| {
+                let (canonical_id, outcome) = self.answers[i].clone().expect("checked above");
+                Minted {
+                    source_identifier: self.identifiers[i].clone(),
+                    canonical_id,
+                    outcome,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(v: &str) -> SourceIdentifier {
+        SourceIdentifier::parse("t".into(), "Work".into(), v.into()).unwrap()
+    }
+
+    fn cid(s: &str) -> CanonicalId {
+        CanonicalId::parse(s.into()).unwrap()
+    }
+
+    fn item(v: &str, p: Option<&str>) -> MintItem {
+        MintItem {
+            source_identifier: id(v),
+            predecessor: p.map(id),
+        }
+    }
+
+    #[test]
+    fn repeated_identifiers_are_planned_once() {
+        let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
+        assert_eq!(plan.to_look_up(), vec![id("a"), id("b")]);
+        let pending = plan.resolve(&HashMap::new()).unwrap();
+        assert_eq!(pending.roots(), &[0, 1], "one fresh ID each for a and b");
+    }
+
+    #[test]
+    fn a_repeat_without_predecessor_takes_the_predecessor_named_elsewhere() {
+        let plan = MintPlan::new(vec![item("a", None), item("a", Some("p"))]).unwrap();
+        let known = HashMap::from([(id("p"), cid("pppppppp"))]);
+        let pending = plan.resolve(&known).unwrap();
+        assert_eq!(pending.inherit_known(), &[(0, cid("pppppppp"))]);
+    }
+
+    #[test]
+    fn a_repeat_with_a_different_predecessor_is_a_violation_at_its_path() {
+        let err = MintPlan::new(vec![
+            item("a", Some("p")),
+            item("b", None),
+            item("a", Some("q")),
+        ])
+        .unwrap_err();
+        assert_eq!(err.as_slice()[0].path, "items[2].predecessor");
+        assert!(err.as_slice()[0].message.contains("items[0]"), "{err}");
+    }
+
+    #[test]
+    fn predecessors_outside_the_items_are_looked_up_too() {
+        let plan = MintPlan::new(vec![item("a", Some("p")), item("b", Some("a"))]).unwrap();
+        assert_eq!(plan.to_look_up(), vec![id("a"), id("b"), id("p")]);
+    }
+
+    #[test]
+    fn known_identifiers_keep_their_ids_whatever_predecessor_is_named() {
+        let plan = MintPlan::new(vec![item("a", Some("never-minted"))]).unwrap();
+        let known = HashMap::from([(id("a"), cid("aaaaaaaa"))]);
+        let pending = plan.resolve(&known).unwrap();
+        assert!(pending.is_complete());
+        let answers = pending.into_answers().unwrap();
+        assert_eq!(answers[0].canonical_id, cid("aaaaaaaa"));
+        assert_eq!(answers[0].outcome, MintOutcome::Existing);
+    }
+
+    #[test]
+    fn a_chain_of_new_predecessors_is_flattened_to_its_root() {
+        // c <- b <- a, all new: c is minted, b and a inherit from c.
+        let plan = MintPlan::new(vec![
+            item("a", Some("b")),
+            item("b", Some("c")),
+            item("c", None),
+        ])
+        .unwrap();
+        let pending = plan.resolve(&HashMap::new()).unwrap();
+        assert_eq!(pending.roots(), &[2]);
+        assert_eq!(pending.inherit_new(), &[(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn a_chain_ending_in_a_known_identifier_inherits_its_id() {
+        let plan = MintPlan::new(vec![item("a", Some("b")), item("b", Some("k"))]).unwrap();
+        let known = HashMap::from([(id("k"), cid("kkkkkkkk"))]);
+        let pending = plan.resolve(&known).unwrap();
+        assert_eq!(
+            pending.inherit_known(),
+            &[(0, cid("kkkkkkkk")), (1, cid("kkkkkkkk"))]
+        );
+    }
+
+    #[test]
+    fn unminted_predecessors_and_cycles_are_refused_with_every_item_named() {
+        let plan = MintPlan::new(vec![
+            item("ok", None),
+            item("a", Some("nowhere")),
+            item("x", Some("y")),
+            item("y", Some("x")),
+            item("self", Some("self")),
+        ])
+        .unwrap();
+        let err = plan.resolve(&HashMap::new()).unwrap_err();
+        let positions: Vec<_> = err.0.iter().map(|u| u.position).collect();
+        assert_eq!(positions, [1, 2, 3, 4]);
+        assert!(
+            err.to_string().starts_with(
+                "predecessor not minted: items[1] (t/Work/a) names predecessor t/Work/nowhere"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn answers_come_back_in_request_order_with_repeats() {
+        let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
+        let mut pending = plan.resolve(&HashMap::new()).unwrap();
+        pending.settle(0, cid("aaaaaaaa"), MintOutcome::Minted);
+        pending.settle(1, cid("bbbbbbbb"), MintOutcome::Minted);
+        let answers = pending.into_answers().unwrap();
+        let ids: Vec<_> = answers.iter().map(|m| m.canonical_id.as_str()).collect();
+        assert_eq!(ids, ["aaaaaaaa", "bbbbbbbb", "aaaaaaaa"]);
+    }
+
+    #[test]
+    fn an_unsettled_identifier_is_reported_not_invented() {
+        let plan = MintPlan::new(vec![item("a", None)]).unwrap();
+        let pending = plan.resolve(&HashMap::new()).unwrap();
+        assert_eq!(pending.into_answers().unwrap_err(), 0);
+    }
+}

@@ -1,0 +1,107 @@
+//! The one error type of the service, in two kinds: the caller's mistakes, safe to show them, and
+//! our failures (unavailable dependencies, bugs), which stay opaque. `grpc::error` maps it to a
+//! gRPC status in one place.
+
+use std::fmt;
+
+use crate::domain::{PlanError, Violations};
+
+#[derive(thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: nothing was written.
+    #[error("{0}")]
+    InvalidArgument(#[from] Violations),
+    /// New identifiers name predecessors that have no canonical ID: nothing was written.
+    #[error("{0}")]
+    PredecessorNotMinted(#[from] PlanError),
+    /// The database or the schema is not there; the message is one line, safe for callers.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The caller's deadline (or the server's request timeout) passed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// A bug or an unexpected database error; its cause chain is logged, never shown to callers.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::PredecessorNotMinted(_) => "failed_precondition",
+            Error::Unavailable(_) => "unavailable",
+            Error::DeadlineExceeded => "deadline_exceeded",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Losing the database is expected and transient (UNAVAILABLE, with a cause that names no SQL);
+    /// anything else from the database is a bug of ours (INTERNAL).
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut => Error::Unavailable(
+                "database unavailable: no connection free within the pool's acquire timeout"
+                    .to_owned(),
+            ),
+            sqlx::Error::PoolClosed => Error::Unavailable("shutting down".to_owned()),
+            sqlx::Error::Io(io) => Error::Unavailable(format!("database unreachable: {io}")),
+            sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+                Error::Unavailable("database unreachable: connection failed".to_owned())
+            }
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                Error::Unavailable(format!(
+                    "database unavailable (SQLSTATE {})",
+                    db.code().unwrap_or_default()
+                ))
+            }
+            _ => Error::Internal(anyhow::Error::new(e).context("database error")),
+        }
+    }
+}
+
+/// SQLSTATEs that mean the server is going away or not accepting us, not that our SQL is wrong:
+/// class 08 (connection exception), 57P01-57P03 (shutdown), 53300 (too many connections).
+fn is_transient(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300")
+}
+
+impl fmt::Debug for Error {
+    /// Logs show the whole cause chain.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            writeln!(f, "Caused by:\n\t{cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_and_connection_sqlstates_are_transient_and_others_are_not() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300"] {
+            assert!(is_transient(Some(code)), "{code}");
+        }
+        for code in ["23505", "42P01", "XX000"] {
+            assert!(!is_transient(Some(code)), "{code}");
+        }
+        assert!(!is_transient(None));
+    }
+
+    #[test]
+    fn pool_exhaustion_is_unavailable() {
+        assert!(matches!(
+            Error::from(sqlx::Error::PoolTimedOut),
+            Error::Unavailable(_)
+        ));
+    }
+}

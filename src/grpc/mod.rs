@@ -1,0 +1,9 @@
+//! The gRPC face of idminter: the `IdMinter` service, the conversions between protobuf and domain
+//! types, and the one mapping from our errors to gRPC statuses.
+
+mod convert;
+mod deadline;
+pub mod error;
+mod service;
+
+pub use service::IdMinterService;

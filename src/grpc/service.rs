@@ -1,0 +1,101 @@
+//! `IdMinterService`: the three RPCs. Each handler checks readiness, validates the request into
+//! domain types, asks the store, and converts back; errors map to statuses in `grpc::error`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::{convert, deadline};
+use crate::domain::{MintPlan, OntologyAliases};
+use crate::error::Error;
+use crate::pb;
+use crate::readiness::Readiness;
+use crate::store::Store;
+
+/// What the service needs to answer.
+#[derive(Clone)]
+pub struct IdMinterService {
+    store: Store,
+    readiness: Readiness,
+    aliases: Arc<OntologyAliases>,
+    max_batch: usize,
+    request_timeout: Option<Duration>,
+}
+
+// === impl IdMinterService ===
+
+impl IdMinterService {
+    pub fn new(
+        store: Store,
+        readiness: Readiness,
+        aliases: OntologyAliases,
+        max_batch: usize,
+        request_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            store,
+            readiness,
+            aliases: Arc::new(aliases),
+            max_batch,
+            request_timeout,
+        }
+    }
+
+    /// The generated tonic server wrapping this service.
+    pub fn into_server(self) -> pb::id_minter_server::IdMinterServer<Self> {
+        pb::id_minter_server::IdMinterServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::id_minter_server::IdMinter for IdMinterService {
+    #[tracing::instrument(name = "MintIds", skip_all, fields(items = request.get_ref().items.len()))]
+    async fn mint_ids(
+        &self,
+        request: Request<pb::MintIdsRequest>,
+    ) -> Result<Response<pb::MintIdsResponse>, Status> {
+        let budget = deadline::budget(request.metadata(), self.request_timeout);
+        deadline::within(budget, async {
+            self.readiness.check()?;
+            let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
+            let minted = self.store.mint(MintPlan::new(items)?).await?;
+            Ok::<_, Error>(Response::new(convert::mint_response(minted)))
+        })
+        .await
+        .map_err(Status::from)
+    }
+
+    #[tracing::instrument(name = "LookupIds", skip_all, fields(items = request.get_ref().source_identifiers.len()))]
+    async fn lookup_ids(
+        &self,
+        request: Request<pb::LookupIdsRequest>,
+    ) -> Result<Response<pb::LookupIdsResponse>, Status> {
+        let budget = deadline::budget(request.metadata(), self.request_timeout);
+        deadline::within(budget, async {
+            self.readiness.check()?;
+            let ids =
+                convert::lookup_identifiers(request.into_inner(), &self.aliases, self.max_batch)?;
+            let found = self.store.lookup(&ids).await?;
+            Ok(Response::new(convert::lookup_response(ids, found)))
+        })
+        .await
+        .map_err(Status::from)
+    }
+
+    #[tracing::instrument(name = "ResolveCanonicalIds", skip_all, fields(items = request.get_ref().canonical_ids.len()))]
+    async fn resolve_canonical_ids(
+        &self,
+        request: Request<pb::ResolveCanonicalIdsRequest>,
+    ) -> Result<Response<pb::ResolveCanonicalIdsResponse>, Status> {
+        let budget = deadline::budget(request.metadata(), self.request_timeout);
+        deadline::within(budget, async {
+            self.readiness.check()?;
+            let ids = convert::canonical_ids(request.into_inner(), self.max_batch)?;
+            let found = self.store.resolve(&ids).await?;
+            Ok(Response::new(convert::resolve_response(ids, found)))
+        })
+        .await
+        .map_err(Status::from)
+    }
+}

@@ -1,0 +1,128 @@
+//! The schema guard in action: run once by `check` and `migrate`, and at every start of `serve`
+//! and then in a loop that keeps readiness true to the database: NOT_SERVING until the guard
+//! passes and the database answers, NOT_SERVING again within seconds of losing it, SERVING again
+//! when it returns, with no restart.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::readiness::{Readiness, State};
+use crate::store::Store;
+use crate::store::migrations::{self, MIGRATION_LOCK_KEY};
+use crate::store::schema::{self, SchemaState};
+
+/// How long one database probe may take before the database counts as gone.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the guard on a connection of its own; with `migrate`, applies pending migrations first,
+/// under the migration advisory lock so that replicas starting together migrate one at a time
+/// (the others wait, then find the migrations applied).
+///
+/// # Errors
+/// The database could not be reached, or migrating failed.
+pub async fn run(
+    options: &PgConnectOptions,
+    history_table: &str,
+    migrate: bool,
+) -> anyhow::Result<SchemaState> {
+    // A dedicated connection: if anything fails while the lock is held, dropping the connection
+    // releases it, so a pooled connection never carries a stale lock.
+    let mut conn = PgConnection::connect_with(options).await?;
+    if !migrate {
+        let state = schema::inspect(&mut conn, history_table).await?;
+        conn.close().await?;
+        return Ok(state);
+    }
+    lock(&mut conn).await?;
+    let mut state = schema::inspect(&mut conn, history_table).await?;
+    if state.is_migratable() {
+        let applied = migrations::apply(&mut conn, history_table).await?;
+        tracing::info!(?applied, history_table, "migrations applied");
+        state = schema::inspect(&mut conn, history_table).await?;
+    }
+    unlock(&mut conn).await?;
+    conn.close().await?;
+    Ok(state)
+}
+
+pub(crate) async fn lock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Keeps `readiness` true to the schema and the database until `stop` fires: the guard until it
+/// passes, then a ping every `interval`.
+pub async fn watch(
+    store: Store,
+    readiness: Readiness,
+    options: PgConnectOptions,
+    history_table: String,
+    migrate: bool,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut schema_passed = false;
+    loop {
+        let state = if schema_passed {
+            probe(&store).await
+        } else {
+            match tokio::time::timeout(PROBE_TIMEOUT * 5, run(&options, &history_table, migrate))
+                .await
+            {
+                Ok(Ok(state)) if state.is_ready() => {
+                    if let SchemaState::Ready { newer } = &state
+                        && !newer.is_empty()
+                    {
+                        tracing::warn!(diagnosis = %state, "serving a schema newer than this release");
+                    }
+                    schema_passed = true;
+                    probe(&store).await
+                }
+                Ok(Ok(state)) => State::NotServing(state.to_string()),
+                Ok(Err(e)) => State::NotServing(format!("database unreachable: {}", one_line(&e))),
+                Err(_) => State::NotServing(
+                    "database unreachable: the schema guard got no answer".to_owned(),
+                ),
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        readiness.set(state).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One round trip through the pool.
+async fn probe(store: &Store) -> State {
+    match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => State::Serving,
+        Ok(Err(e)) => State::NotServing(e.to_string()),
+        Err(_) => State::NotServing(format!(
+            "database unreachable: no answer within {}s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// An error's top-level message, without SQL or newlines (connection errors carry neither).
+fn one_line(e: &anyhow::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}

@@ -1,0 +1,21 @@
+//! idminter: gives every source identifier of a data pipeline one short, stable, opaque canonical ID.
+//!
+//! The crate is layered so that dependencies point one way:
+//! - [`domain`]: identifiers, canonical IDs and the rules of minting; knows nothing of gRPC or SQL;
+//! - [`store`]: the PostgreSQL schema, its migrations and the queries, in domain types;
+//! - [`grpc`]: the tonic service, translating between protobuf and the domain;
+//! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod guard;
+pub mod pb;
+pub mod readiness;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,9 @@
+//! The `idminter` binary: parse the command line, hand off to the library.
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    idminter::cli::run(idminter::config::Cli::parse()).await
+}

@@ -1,0 +1,186 @@
+//! Wiring `serve`: [`Application::build`] does everything that can fail, including binding both
+//! listeners (so port 0 is resolved before serving), and [`Application::run_until_stopped`] serves
+//! until the shutdown future fires: NOT_SERVING first, then drain in-flight calls, then return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::ServeConfig;
+use crate::grpc::IdMinterService;
+use crate::readiness::{Readiness, State};
+use crate::store::{self, Store};
+use crate::{admin, guard, pb};
+
+pub struct Application {
+    config: ServeConfig,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+}
+
+impl Application {
+    /// Binds the listeners.
+    ///
+    /// # Errors
+    /// A listen address is taken or invalid.
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
+        let admin_listener = TcpListener::bind(config.admin_addr).await?;
+        Ok(Self {
+            config,
+            grpc_listener,
+            admin_listener,
+        })
+    }
+
+    /// The bound gRPC address (with the real port when configured with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    ///
+    /// # Errors
+    /// The gRPC server failed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grpc_addr = self.grpc_addr();
+        let admin_addr = self.admin_addr();
+        let Self {
+            config,
+            grpc_listener,
+            admin_listener,
+        } = self;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let readiness = Readiness::new(reporter.clone()).await;
+        let pool = store::connect_lazy(config.database.clone(), &config.pool);
+        let store = Store::new(pool.clone());
+
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(guard::watch(
+            store.clone(),
+            readiness.clone(),
+            config.database.clone(),
+            config.history_table.clone(),
+            config.migrate,
+            config.db_check_interval,
+            stop.clone(),
+        ));
+        tasks.spawn(admin::serve(
+            admin_listener,
+            readiness.clone(),
+            stop.clone(),
+        ));
+
+        let service = IdMinterService::new(
+            store,
+            readiness.clone(),
+            config.aliases.clone(),
+            config.max_batch,
+            Some(config.request_timeout),
+        )
+        .into_server()
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        tracing::info!(%grpc_addr, %admin_addr, history_table = %config.history_table, "listening");
+
+        let draining = {
+            let readiness = readiness.clone();
+            let mut reporter = reporter.clone();
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
+                stop.cancel();
+                readiness
+                    .set(State::NotServing("shutting down".to_owned()))
+                    .await;
+                // Health Watch streams never end by themselves and would hold the drain open:
+                // clearing the statuses ends them, after they have seen NOT_SERVING.
+                for name in crate::readiness::SERVICE_NAMES {
+                    reporter.clear_service_status(name).await;
+                }
+            }
+        };
+
+        let server = Server::builder()
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                config.concurrency_limit,
+            ))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), draining);
+
+        let drained = tokio::select! {
+            result = server => Some(result),
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(config.shutdown_timeout).await;
+            } => None,
+        };
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        pool.close().await;
+        match drained {
+            Some(result) => result?,
+            None => {
+                tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight calls did not finish in time")
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (containers send SIGTERM; people press Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

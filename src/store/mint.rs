@@ -1,0 +1,180 @@
+//! Carrying out a MintIds plan in one transaction, correct against concurrent callers on other
+//! server processes without locks of our own:
+//!
+//! 1. Look up every identifier and predecessor (outside any transaction: mappings never change, so
+//!    what is known stays known). If all are known, that is the answer: one round trip, no write.
+//! 2. Insert the new roots with freshly drawn IDs, and the identifiers inheriting from an already
+//!    minted predecessor, with `ON CONFLICT DO NOTHING`. A row comes back skipped when another call
+//!    inserted the identifier first, even one that committed after our snapshot (the insert sees
+//!    and waits for every conflicting row), or when its drawn ID was taken.
+//! 3. Look the skipped rows up again (a new statement sees every committed row): those found are
+//!    EXISTING with the other call's ID; a root not found lost only its ID draw, and is retried
+//!    with a fresh one.
+//! 4. Insert the identifiers inheriting from a root of this call, now that every root's final ID is
+//!    known, and settle their skipped rows as in step 3.
+//!
+//! The uniqueness constraints decide every race; the code only reports what they decided.
+
+use sqlx::PgPool;
+
+use super::queries::{self, NewRow};
+use crate::domain::{CanonicalId, MintOutcome, MintPlan, Minted, Pending};
+use crate::error::Error;
+
+/// How often a root may draw an ID that is already taken before we call it a bug. With 6.3 x 10^11
+/// IDs, even a table of 10^9 rows makes one retry rare and eight consecutive ones impossible.
+const MAX_ID_DRAWS: usize = 8;
+
+pub async fn mint(pool: &PgPool, plan: MintPlan) -> Result<Vec<Minted>, Error> {
+    let to_look_up = plan.to_look_up();
+    let known = queries::lookup(pool, &to_look_up)
+        .await?
+        .into_iter()
+        .map(|(i, id)| (to_look_up[i].clone(), id))
+        .collect();
+    let mut pending = plan.resolve(&known)?;
+
+    if !pending.is_complete() {
+        let mut tx = pool.begin().await?;
+        insert_roots_and_known_inheritors(&mut tx, &mut pending).await?;
+        insert_new_inheritors(&mut tx, &mut pending).await?;
+        tx.commit().await?;
+    }
+    pending.into_answers().map_err(|i| {
+        Error::Internal(anyhow::anyhow!(
+            "mint left identifier {i} of the batch unanswered"
+        ))
+    })
+}
+
+/// One planned row: the identifier's index in the plan, its ID, and whether it is minted.
+type Planned = (usize, CanonicalId, bool);
+
+async fn insert_roots_and_known_inheritors(
+    tx: &mut sqlx::PgConnection,
+    pending: &mut Pending,
+) -> Result<(), Error> {
+    let mut rows: Vec<Planned> = pending
+        .roots()
+        .iter()
+        .map(|&i| (i, fresh_id(), true))
+        .chain(
+            pending
+                .inherit_known()
+                .iter()
+                .map(|(i, id)| (*i, id.clone(), false)),
+        )
+        .collect();
+    for _ in 0..MAX_ID_DRAWS {
+        let not_found = insert_and_settle(tx, pending, rows).await?;
+        if not_found.is_empty() {
+            return Ok(());
+        }
+        if let Some((i, _, _)) = not_found.iter().find(|(_, _, minted)| !minted) {
+            return Err(vanished(pending, *i));
+        }
+        // Only drawn IDs that were already taken remain: draw again.
+        rows = not_found
+            .into_iter()
+            .map(|(i, _, _)| (i, fresh_id(), true))
+            .collect();
+    }
+    Err(Error::Internal(anyhow::anyhow!(
+        "{MAX_ID_DRAWS} consecutive canonical ID draws were all taken"
+    )))
+}
+
+async fn insert_new_inheritors(
+    tx: &mut sqlx::PgConnection,
+    pending: &mut Pending,
+) -> Result<(), Error> {
+    let rows = pending
+        .inherit_new()
+        .iter()
+        .map(|&(i, root)| {
+            let id = pending.answer(root).cloned().ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "root {root} unsettled before its inheritors"
+                ))
+            })?;
+            Ok((i, id, false))
+        })
+        .collect::<Result<Vec<Planned>, Error>>()?;
+    let not_found = insert_and_settle(tx, pending, rows).await?;
+    match not_found.first() {
+        None => Ok(()),
+        Some((i, _, _)) => Err(vanished(pending, *i)),
+    }
+}
+
+/// Inserts `rows`, settles the inserted ones as MINTED or INHERITED and the skipped ones that now
+/// exist as EXISTING, and returns the rows that were skipped yet are not there.
+async fn insert_and_settle(
+    tx: &mut sqlx::PgConnection,
+    pending: &mut Pending,
+    rows: Vec<Planned>,
+) -> Result<Vec<Planned>, Error> {
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let new_rows: Vec<NewRow<'_>> = rows
+        .iter()
+        .map(|(i, id, minted)| NewRow {
+            identifier: pending.identifier(*i),
+            canonical_id: id,
+            minted: *minted,
+        })
+        .collect();
+    let inserted = queries::insert(&mut *tx, &new_rows).await?;
+    drop(new_rows);
+
+    let mut was_inserted = vec![false; rows.len()];
+    for k in inserted {
+        was_inserted[k] = true;
+    }
+    let mut skipped = Vec::new();
+    for (row, inserted) in rows.into_iter().zip(was_inserted) {
+        if inserted {
+            let outcome = if row.2 {
+                MintOutcome::Minted
+            } else {
+                MintOutcome::Inherited
+            };
+            pending.settle(row.0, row.1, outcome);
+        } else {
+            skipped.push(row);
+        }
+    }
+    if skipped.is_empty() {
+        return Ok(skipped);
+    }
+
+    let identifiers: Vec<_> = skipped
+        .iter()
+        .map(|(i, _, _)| pending.identifier(*i).clone())
+        .collect();
+    let mut found = queries::lookup(&mut *tx, &identifiers).await?;
+    let mut not_found = Vec::new();
+    for (k, row) in skipped.into_iter().enumerate() {
+        match found.remove(&k) {
+            Some(id) => pending.settle(row.0, id, MintOutcome::Existing),
+            None => not_found.push(row),
+        }
+    }
+    Ok(not_found)
+}
+
+/// A freshly drawn ID. The thread's generator is fetched per draw, since it cannot be held across
+/// an await.
+fn fresh_id() -> CanonicalId {
+    CanonicalId::generate(&mut rand::rng())
+}
+
+/// An inheriting row was skipped for a conflict, yet its identifier is not there: only a deleted
+/// row could do that, which the schema forbids.
+fn vanished(pending: &Pending, i: usize) -> Error {
+    Error::Internal(anyhow::anyhow!(
+        "identifier {} conflicted on insert but is not in the table",
+        pending.identifier(i)
+    ))
+}

@@ -1,0 +1,106 @@
+//! PostgreSQL: the schema's migrations, the schema guard and the queries, taking and returning
+//! domain types. Every query binds its batch as arrays (`unnest`), so a call costs a constant number
+//! of round trips whatever its size.
+
+pub mod baseline;
+pub mod migrations;
+mod mint;
+mod queries;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
+use crate::error::Error;
+
+/// How the connection pool is sized and how long a request may wait for a connection.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// A request waits at most this long for a connection, then fails with UNAVAILABLE rather than
+    /// hanging while the database is gone.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Opens a lazily-connecting pool: the server starts, and reports NOT_SERVING, even when the
+/// database is not there yet.
+pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(options)
+}
+
+/// The mappings, behind a connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The canonical ID of each identifier, in order; `None` where it has none. One round trip.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn lookup(
+        &self,
+        ids: &[SourceIdentifier],
+    ) -> Result<Vec<Option<CanonicalId>>, Error> {
+        let mut found = queries::lookup(&self.pool, ids).await?;
+        Ok((0..ids.len()).map(|i| found.remove(&i)).collect())
+    }
+
+    /// The identifiers that carry each canonical ID, in order. One round trip.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn resolve(&self, ids: &[CanonicalId]) -> Result<Vec<Vec<SourceIdentifier>>, Error> {
+        let mut found: HashMap<CanonicalId, Vec<SourceIdentifier>> = HashMap::new();
+        for (canonical_id, source) in queries::resolve(&self.pool, ids).await? {
+            found.entry(canonical_id).or_default().push(source);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| found.get(id).cloned().unwrap_or_default())
+            .collect())
+    }
+
+    /// Answers a MintIds call; see [`mint`](self::mint) for how.
+    ///
+    /// # Errors
+    /// [`Error::PredecessorNotMinted`] before anything is written; [`Error::Unavailable`] and
+    /// [`Error::Internal`] after rolling back whatever was written.
+    pub async fn mint(&self, plan: MintPlan) -> Result<Vec<Minted>, Error> {
+        mint::mint(&self.pool, plan).await
+    }
+
+    /// One round trip, to tell whether the database answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
