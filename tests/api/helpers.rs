@@ -1,0 +1,403 @@
+//! The test harness: databases, servers (in-process and as processes), clients, and builders that
+//! let the tests read like the contract.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use idminter::config::ServeConfig;
+use idminter::pb;
+use idminter::pb::id_minter_client::IdMinterClient;
+use idminter::startup::Application;
+use idminter::store::migrations::HISTORY_TABLE;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
+use tokio::sync::oneshot;
+use tonic::Status;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Logs only when TEST_LOG is set.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        idminter::telemetry::init(idminter::config::LogFormat::Text);
+    }
+});
+
+/// The server the tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("IDMINTER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+// === TestDatabase ===
+
+/// A database of its own for one test, dropped (with its connections) when the test ends.
+pub struct TestDatabase {
+    pub name: String,
+    pub options: PgConnectOptions,
+    pub pool: PgPool,
+}
+
+impl TestDatabase {
+    /// An empty database.
+    pub async fn create() -> Self {
+        LazyLock::force(&TRACING);
+        let name = format!("idminter_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to the test server");
+        admin
+            .execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let options = PgConnectOptions::from_str(&admin_url())
+            .unwrap()
+            .database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .unwrap();
+        Self {
+            name,
+            options,
+            pool,
+        }
+    }
+
+    /// A database migrated by `idminter migrate`'s own code.
+    pub async fn migrated() -> Self {
+        let db = Self::create().await;
+        let state = idminter::guard::run(&db.options, HISTORY_TABLE, true)
+            .await
+            .expect("migrate");
+        assert!(state.is_ready(), "{state}");
+        db
+    }
+
+    /// This database's URL, for server processes.
+    pub fn url(&self) -> String {
+        let admin = admin_url();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        format!("{base}/{}", self.name)
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// How many mappings are stored.
+    pub async fn count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM source_identifiers")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await, and the test's runtime may be single-threaded: a thread of its own
+        // with its own runtime drops the database, terminating the connections still open to it.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                        let _ = admin
+                            .execute(AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            )))
+                            .await;
+                    }
+                });
+        })
+        .join()
+        .ok();
+    }
+}
+
+// === TestApp ===
+
+/// A server started in-process through the production `Application`, with clients.
+pub struct TestApp {
+    pub db: TestDatabase,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub client: IdMinterClient<Channel>,
+    pub health: HealthClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A SERVING app on a freshly migrated database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestDatabase::migrated().await, |_| {})
+        .await
+        .wait_until(ServingStatus::Serving)
+        .await
+}
+
+/// An app on `db`, configured by `configure`; it may not be SERVING yet.
+pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig::local(db.options.clone());
+    configure(&mut config);
+    let app = Application::build(config).await.expect("build the app");
+    let (grpc_addr, admin_addr) = (app.grpc_addr(), app.admin_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = channel(grpc_addr).await;
+    TestApp {
+        db,
+        grpc_addr,
+        admin_addr,
+        client: IdMinterClient::new(channel.clone()),
+        health: HealthClient::new(channel),
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+impl TestApp {
+    pub async fn mint(&self, items: Vec<pb::MintItem>) -> Result<pb::MintIdsResponse, Status> {
+        self.client
+            .clone()
+            .mint_ids(pb::MintIdsRequest { items })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn lookup(
+        &self,
+        ids: Vec<pb::SourceIdentifier>,
+    ) -> Result<pb::LookupIdsResponse, Status> {
+        self.client
+            .clone()
+            .lookup_ids(pb::LookupIdsRequest {
+                source_identifiers: ids,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn resolve(&self, ids: &[&str]) -> Result<pb::ResolveCanonicalIdsResponse, Status> {
+        let canonical_ids = ids.iter().map(|s| (*s).to_owned()).collect();
+        self.client
+            .clone()
+            .resolve_canonical_ids(pb::ResolveCanonicalIdsRequest { canonical_ids })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The health status of `""` now.
+    pub async fn health_status(&self) -> ServingStatus {
+        health_check(&self.health, "").await.expect("health check")
+    }
+
+    /// Waits (on the health Watch stream, not a clock) until `""` reports `status`.
+    pub async fn wait_until(self, status: ServingStatus) -> Self {
+        wait_for_health(&self.health, status).await;
+        self
+    }
+
+    /// Stops the server as SIGTERM would and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.take().unwrap().send(()).ok();
+        self.server.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+pub async fn health_check(
+    health: &HealthClient<Channel>,
+    service: &str,
+) -> Result<ServingStatus, Status> {
+    let response = health
+        .clone()
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+/// Follows the health Watch stream of `""` until it reports `status`.
+pub async fn wait_for_health(health: &HealthClient<Channel>, status: ServingStatus) {
+    let mut stream = health
+        .clone()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let wait = async {
+        while let Some(update) = stream.message().await.expect("watch stream") {
+            if update.status() == status {
+                return;
+            }
+        }
+        panic!("health stream ended before {status:?}");
+    };
+    // A bound, not a synchronisation: a server that never gets there fails the test.
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("never reached {status:?}"));
+}
+
+// === ServerProcess ===
+
+/// `idminter serve` as a real process, killed when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `idminter serve` on loopback with OS-chosen ports and reads the bound addresses from
+    /// its first log line.
+    pub fn start(database_url: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
+            .args([
+                "--log-format",
+                "json",
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--db-check-interval", "200ms"])
+            .args(extra)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn idminter serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines,
+        };
+        let listening = process.wait_for_log("listening");
+        let json: serde_json::Value = serde_json::from_str(&listening).unwrap();
+        process.grpc_addr = json["grpc_addr"].as_str().unwrap().parse().unwrap();
+        process.admin_addr = json["admin_addr"].as_str().unwrap().parse().unwrap();
+        process
+    }
+
+    /// Blocks until a log line contains `needle` and returns it; fails if the process exits first.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {needle:?}: {e}"),
+            }
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.grpc_addr).await
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === builders ===
+
+pub fn sid(identifier_type: &str, ontology_type: &str, value: &str) -> pb::SourceIdentifier {
+    pb::SourceIdentifier {
+        identifier_type: identifier_type.to_owned(),
+        ontology_type: ontology_type.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+/// A Sierra work, the commonest identifier in the reference pipeline.
+pub fn work(value: &str) -> pb::SourceIdentifier {
+    sid("sierra-system-number", "Work", value)
+}
+
+pub fn item(source: pb::SourceIdentifier) -> pb::MintItem {
+    pb::MintItem {
+        source_identifier: Some(source),
+        predecessor: None,
+    }
+}
+
+pub fn inheriting(source: pb::SourceIdentifier, predecessor: pb::SourceIdentifier) -> pb::MintItem {
+    pb::MintItem {
+        source_identifier: Some(source),
+        predecessor: Some(predecessor),
+    }
+}
+
+pub fn outcome(id: &pb::MintedId) -> pb::MintOutcome {
+    id.outcome()
+}
+
+/// True when `id` has the canonical format.
+pub fn is_canonical(id: &str) -> bool {
+    idminter::domain::CanonicalId::parse(id.to_owned()).is_ok()
+}

@@ -1,0 +1,10 @@
+//! Integration tests: a real PostgreSQL (one fresh database per test, dropped afterwards) and real
+//! gRPC over real sockets, in-process through the production `Application::build` or as real
+//! server processes. One binary, so it links once.
+
+mod helpers;
+
+mod lookup;
+mod mint;
+mod race;
+mod resolve;
