@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate(args).await,
         Command::Check(args) => check(args).await,
         Command::Health(args) => health(args).await,
+        Command::Adapter(args) => crate::adapter::run(args).await,
     };
     match result {
         Ok(code) => code,

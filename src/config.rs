@@ -44,6 +44,8 @@ pub enum Command {
     Check(DatabaseArgs),
     /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
     Health(HealthArgs),
+    /// Run the queue adapter: SQS documents in, identified documents out.
+    Adapter(crate::adapter::AdapterArgs),
 }
 
 /// Where the database is and which history table records our migrations.

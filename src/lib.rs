@@ -7,6 +7,7 @@
 //! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
 #![forbid(unsafe_code)]
 
+pub mod adapter;
 pub mod admin;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod guard;
+pub mod metrics;
 pub mod pb;
 pub mod readiness;
 pub mod startup;

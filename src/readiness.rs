@@ -65,6 +65,12 @@ impl Readiness {
     }
 
     async fn publish(&self, status: ServingStatus) {
+        let ready = if status == ServingStatus::Serving {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!(crate::metrics::READY).set(ready);
         for name in SERVICE_NAMES {
             self.reporter.set_service_status(name, status).await;
         }

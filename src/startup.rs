@@ -68,6 +68,7 @@ impl Application {
             admin_listener,
         } = self;
 
+        let metrics = crate::metrics::install();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
         let pool = store::connect_lazy(config.database.clone(), &config.pool);
@@ -86,20 +87,28 @@ impl Application {
         ));
         tasks.spawn(admin::serve(
             admin_listener,
-            readiness.clone(),
+            admin::AdminState {
+                readiness: Some(readiness.clone()),
+                metrics,
+                pool: Some(pool.clone()),
+                health: None,
+            },
             stop.clone(),
         ));
 
-        let service = IdMinterService::new(
-            store,
-            readiness.clone(),
-            config.aliases.clone(),
-            config.max_batch,
-            Some(config.request_timeout),
-        )
-        .into_server()
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+        let service = crate::grpc::limit_concurrency(
+            IdMinterService::new(
+                store,
+                readiness.clone(),
+                config.aliases.clone(),
+                config.max_batch,
+                Some(config.request_timeout),
+            )
+            .into_server()
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+            config.concurrency_limit,
+        );
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -132,9 +141,7 @@ impl Application {
         };
 
         let server = Server::builder()
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                config.concurrency_limit,
-            ))
+            .layer(crate::grpc::RpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -4,6 +4,8 @@
 mod convert;
 mod deadline;
 pub mod error;
+mod layers;
+pub use layers::{RpcMetricsLayer, limit_concurrency};
 mod service;
 
 pub use service::IdMinterService;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{convert, deadline};
-use crate::domain::{MintPlan, OntologyAliases};
+use crate::domain::{MintOutcome, MintPlan, Minted, OntologyAliases};
 use crate::error::Error;
 use crate::pb;
 use crate::readiness::Readiness;
@@ -50,7 +50,11 @@ impl IdMinterService {
 
 #[tonic::async_trait]
 impl pb::id_minter_server::IdMinter for IdMinterService {
-    #[tracing::instrument(name = "MintIds", skip_all, fields(items = request.get_ref().items.len()))]
+    #[tracing::instrument(
+        name = "MintIds",
+        skip_all,
+        fields(items = request.get_ref().items.len(), existing, minted, inherited)
+    )]
     async fn mint_ids(
         &self,
         request: Request<pb::MintIdsRequest>,
@@ -60,6 +64,7 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
             self.readiness.check()?;
             let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
             let minted = self.store.mint(MintPlan::new(items)?).await?;
+            record_outcomes(&minted);
             Ok::<_, Error>(Response::new(convert::mint_response(minted)))
         })
         .await
@@ -97,5 +102,20 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         })
         .await
         .map_err(Status::from)
+    }
+}
+
+/// Counts the answers by outcome, in the metrics and on the call's span (the span of a
+/// ten-thousand-item call carries three numbers, never the batch).
+fn record_outcomes(minted: &[Minted]) {
+    let span = tracing::Span::current();
+    for outcome in [
+        MintOutcome::Existing,
+        MintOutcome::Minted,
+        MintOutcome::Inherited,
+    ] {
+        let count = minted.iter().filter(|m| m.outcome == outcome).count() as u64;
+        span.record(outcome.as_str(), count);
+        metrics::counter!(crate::metrics::IDS, "outcome" => outcome.as_str()).increment(count);
     }
 }
