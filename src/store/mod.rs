@@ -5,7 +5,7 @@
 pub mod baseline;
 pub mod migrations;
 mod mint;
-mod queries;
+pub mod queries;
 pub mod schema;
 
 use std::collections::HashMap;
