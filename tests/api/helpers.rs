@@ -401,3 +401,133 @@ pub fn outcome(id: &pb::MintedId) -> pb::MintOutcome {
 pub fn is_canonical(id: &str) -> bool {
     idminter::domain::CanonicalId::parse(id.to_owned()).is_ok()
 }
+
+// === plain HTTP, for the admin listener ===
+
+/// GETs `path` from the admin listener with a bare HTTP/1.0 request: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to admin");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+// === the idminter binary ===
+
+/// Runs `idminter ARGS` to completion: (exit code, stdout, stderr).
+pub fn idminter(args: &[&str], database_url: Option<&str>) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_idminter"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    if let Some(url) = database_url {
+        command.env("DATABASE_URL", url);
+    }
+    let output = command.output().expect("run idminter");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+// === a database connection we can cut ===
+
+/// A TCP proxy in front of PostgreSQL: `cut()` drops every connection and refuses new ones, as a
+/// database that went away would; `restore()` lets connections through again.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let state = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*state.borrow() {
+                    continue; // dropped: connection refused in effect
+                }
+                let mut closed = state.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, open }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Connect options for `db` through this proxy.
+    pub fn options(&self, db: &TestDatabase) -> PgConnectOptions {
+        db.options
+            .clone()
+            .host(&self.addr.ip().to_string())
+            .port(self.addr.port())
+    }
+}
+
+/// The address of the test PostgreSQL server.
+pub fn postgres_addr() -> SocketAddr {
+    let options = PgConnectOptions::from_str(&admin_url()).unwrap();
+    let host = options.get_host();
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{}", options.get_port())
+        .parse()
+        .expect("the test server has a TCP address")
+}
+
+/// Polls pg_stat_activity (a condition, not a clock) until some backend of this database is
+/// blocked on a lock.
+pub async fn wait_until_a_backend_waits_on_a_lock(db: &TestDatabase) {
+    for _ in 0..10_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("no backend ever waited on a lock");
+}

@@ -4,7 +4,9 @@
 
 mod helpers;
 
+mod health;
 mod lookup;
 mod mint;
 mod race;
 mod resolve;
+mod schema_guard;

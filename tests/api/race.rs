@@ -137,21 +137,3 @@ async fn a_row_committed_after_the_calls_snapshot_is_reported_existing_not_minte
     assert_eq!(response.ids[0].canonical_id, "bbbbbbbb");
     assert_eq!(app.db.count().await, 1);
 }
-
-/// Polls pg_stat_activity (a condition, not a clock) until some backend of this database is
-/// blocked on a lock.
-async fn wait_until_a_backend_waits_on_a_lock(db: &TestDatabase) {
-    for _ in 0..10_000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("no backend ever waited on the lock");
-}
