@@ -8,6 +8,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::client::{self, Call};
 use crate::config::{Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig};
 use crate::startup::{self, Application};
 use crate::store::baseline;
@@ -22,6 +23,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate(args).await,
         Command::Check(args) => check(args).await,
         Command::Health(args) => health(args).await,
+        Command::Mint(args) => Ok(client::run(Call::Mint, args).await),
+        Command::Lookup(args) => Ok(client::run(Call::Lookup, args).await),
+        Command::Resolve(args) => Ok(client::run(Call::Resolve, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
     };
     match result {

@@ -44,6 +44,12 @@ pub enum Command {
     Check(DatabaseArgs),
     /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
     Health(HealthArgs),
+    /// Mint canonical IDs: `type/ontology/value` arguments, or lines (or JSON lines) on stdin.
+    Mint(crate::client::ClientArgs),
+    /// Look up canonical IDs without minting.
+    Lookup(crate::client::ClientArgs),
+    /// Resolve canonical IDs to their source identifiers.
+    Resolve(crate::client::ClientArgs),
     /// Run the queue adapter: SQS documents in, identified documents out.
     Adapter(crate::adapter::AdapterArgs),
 }

@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -7,6 +7,7 @@ mod helpers;
 mod health;
 mod lookup;
 mod mint;
+mod operators;
 mod race;
 mod resolve;
 mod schema_guard;
