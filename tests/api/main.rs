@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod dockerfile;
 mod health;
 mod lookup;
 mod mint;
