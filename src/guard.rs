@@ -65,7 +65,7 @@ pub(crate) async fn unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Keeps `readiness` true to the schema and the database until `stop` fires: the guard until it
-/// passes, then a ping every `interval`.
+/// passes, then a ping every `interval` (and the guard again after any failed ping).
 pub async fn watch(
     store: Store,
     readiness: Readiness,
@@ -102,6 +102,9 @@ pub async fn watch(
         if stop.is_cancelled() {
             return;
         }
+        // After losing the database, run the whole guard again before serving: what comes back
+        // may be a restored backup, not the schema we checked.
+        schema_passed &= state == State::Serving;
         readiness.set(state).await;
         tokio::select! {
             () = stop.cancelled() => return,
