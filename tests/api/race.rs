@@ -105,7 +105,25 @@ async fn concurrent_calls_on_two_replicas_agree_and_mint_each_identifier_exactly
 
 #[tokio::test]
 async fn a_row_committed_after_the_calls_snapshot_is_reported_existing_not_minted_twice() {
-    let app = spawn_app().await;
+    late_commit_is_existing(TestDatabase::migrated().await).await;
+}
+
+#[tokio::test]
+async fn the_late_commit_race_is_handled_even_when_the_database_defaults_to_repeatable_read() {
+    let db = TestDatabase::migrated().await;
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+        db.name
+    ))
+    .await;
+    late_commit_is_existing(db).await;
+}
+
+async fn late_commit_is_existing(db: TestDatabase) {
+    let app = spawn_app_with(db, |_| {})
+        .await
+        .wait_until(ServingStatus::Serving)
+        .await;
     // Another writer inserts the identifier and holds its transaction open.
     let mut other = app.db.pool.begin().await.unwrap();
     sqlx::query(
