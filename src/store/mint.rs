@@ -37,7 +37,9 @@ pub async fn mint(pool: &PgPool, plan: MintPlan) -> Result<Vec<Minted>, Error> {
     if !pending.is_complete() {
         // READ COMMITTED whatever the database's default: step 3 relies on each statement seeing
         // rows committed after the transaction began.
-        let mut tx = pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        let mut tx = pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         insert_roots_and_known_inheritors(&mut tx, &mut pending).await?;
         insert_new_inheritors(&mut tx, &mut pending).await?;
         tx.commit().await?;
