@@ -8,6 +8,7 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY migrations migrations
 COPY src src
+COPY benches benches
 RUN cargo build --release --locked --bin idminter
 
 FROM debian:bookworm-slim

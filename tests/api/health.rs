@@ -150,14 +150,7 @@ async fn sigterm_reports_not_serving_drains_the_call_in_flight_and_exits_zero() 
     );
 
     // A call held in flight by a row lock the test owns.
-    let mut blocker = db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
-         VALUES ('sierra-system-number', 'Work', 'held', 'hhhhhhhh', true)",
-    )
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = hold_uncommitted_work(&db, "held", "hhhhhhhh").await;
     let mut client = idminter::pb::id_minter_client::IdMinterClient::new(channel);
     let call = tokio::spawn(async move {
         client

@@ -531,3 +531,23 @@ pub async fn wait_until_a_backend_waits_on_a_lock(db: &TestDatabase) {
     }
     panic!("no backend ever waited on a lock");
 }
+
+/// Inserts `work(value)` with `canonical_id` in a transaction left open: a call that writes the same
+/// identifier waits on its row lock until the returned transaction commits or rolls back.
+pub async fn hold_uncommitted_work(
+    db: &TestDatabase,
+    value: &str,
+    canonical_id: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
+         VALUES ('sierra-system-number', 'Work', $1, $2, true)",
+    )
+    .bind(value)
+    .bind(canonical_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx
+}

@@ -434,14 +434,7 @@ async fn the_database_refuses_to_change_or_delete_a_mapping_or_reuse_a_minted_id
 async fn a_caller_deadline_that_passes_gives_deadline_exceeded_and_mints_nothing() {
     let app = spawn_app().await;
     // Hold a row lock the call will wait on, so the call cannot finish before its deadline.
-    let mut blocker = app.db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
-         VALUES ('sierra-system-number', 'Work', 'contended', 'aaaaaaaa', true)",
-    )
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = hold_uncommitted_work(&app.db, "contended", "aaaaaaaa").await;
 
     let mut request = tonic::Request::new(idminter::pb::MintIdsRequest {
         items: vec![item(work("fresh")), item(work("contended"))],

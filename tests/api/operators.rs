@@ -183,14 +183,7 @@ async fn calls_beyond_the_concurrency_limit_are_resource_exhausted_and_health_is
         .await
         .wait_until(ServingStatus::Serving)
         .await;
-    let mut blocker = app.db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
-         VALUES ('sierra-system-number', 'Work', 'held', 'hhhhhhhh', true)",
-    )
-    .execute(&mut *blocker)
-    .await
-    .unwrap();
+    let blocker = hold_uncommitted_work(&app.db, "held", "hhhhhhhh").await;
     let mut client = app.client.clone();
     let held = tokio::spawn(async move {
         client

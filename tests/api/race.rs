@@ -125,14 +125,7 @@ async fn late_commit_is_existing(db: TestDatabase) {
         .wait_until(ServingStatus::Serving)
         .await;
     // Another writer inserts the identifier and holds its transaction open.
-    let mut other = app.db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
-         VALUES ('sierra-system-number', 'Work', 'late', 'bbbbbbbb', true)",
-    )
-    .execute(&mut *other)
-    .await
-    .unwrap();
+    let other = hold_uncommitted_work(&app.db, "late", "bbbbbbbb").await;
 
     // The call looks up (not there yet), inserts, and must wait on the other writer's row.
     let call = {
