@@ -146,7 +146,11 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), draining);
+            .serve_with_incoming_shutdown(
+                // No Nagle delay: a small answer must not wait for the next packet.
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                draining,
+            );
 
         let drained = tokio::select! {
             result = server => Some(result),
