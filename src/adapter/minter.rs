@@ -33,6 +33,8 @@ pub enum MintError {
 #[derive(Clone)]
 pub struct Minter {
     client: IdMinterClient<Channel>,
+    /// For error messages: which minter.
+    addr: String,
     max_batch: usize,
     timeout: Duration,
 }
@@ -50,6 +52,7 @@ impl Minter {
             .timeout(timeout);
         Ok(Self {
             client: IdMinterClient::new(endpoint.connect_lazy()),
+            addr: addr.to_owned(),
             max_batch: max_batch.max(1),
             timeout,
         })
@@ -100,17 +103,19 @@ impl Minter {
         let call = client.mint_ids(request);
         let response = match tokio::time::timeout(self.timeout + CONNECT_TIMEOUT, call).await {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(classify(&status)),
+            Ok(Err(status)) => return Err(classify(&self.addr, &status)),
             Err(_) => {
                 return Err(MintError::Unavailable(format!(
-                    "no answer within {:?}",
+                    "{}: no answer within {:?}",
+                    self.addr,
                     self.timeout + CONNECT_TIMEOUT
                 )));
             }
         };
         if response.ids.len() != chunk.len() {
             return Err(MintError::Unavailable(format!(
-                "the minter answered {} IDs for {} items",
+                "{}: the minter answered {} IDs for {} items",
+                self.addr,
                 response.ids.len(),
                 chunk.len()
             )));
@@ -120,8 +125,8 @@ impl Minter {
         for (mint, minted) in chunk.iter().zip(response.ids) {
             let id = CanonicalId::parse(minted.canonical_id).map_err(|why| {
                 MintError::Unavailable(format!(
-                    "the minter answered an invalid canonical ID for {}: {why}",
-                    mint.source
+                    "{}: the minter answered an invalid canonical ID for {}: {why}",
+                    self.addr, mint.source
                 ))
             })?;
             ids.insert(mint.source.clone(), id.into_string());
@@ -130,11 +135,11 @@ impl Minter {
     }
 }
 
-fn classify(status: &tonic::Status) -> MintError {
+fn classify(addr: &str, status: &tonic::Status) -> MintError {
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
         Code::InvalidArgument | Code::FailedPrecondition => MintError::Rejected(message),
-        _ => MintError::Unavailable(message),
+        _ => MintError::Unavailable(format!("{addr}: {message}")),
     }
 }
 
@@ -147,7 +152,7 @@ mod tests {
         for code in [Code::InvalidArgument, Code::FailedPrecondition] {
             assert!(
                 matches!(
-                    classify(&tonic::Status::new(code, "x")),
+                    classify("http://minter", &tonic::Status::new(code, "x")),
                     MintError::Rejected(_)
                 ),
                 "{code:?}"
@@ -163,7 +168,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    classify(&tonic::Status::new(code, "x")),
+                    classify("http://minter", &tonic::Status::new(code, "x")),
                     MintError::Unavailable(_)
                 ),
                 "{code:?}"

@@ -9,7 +9,7 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn while_the_minter_is_down_nothing_is_deleted_and_nothing_is_lost() {
     // Arrange: the minter behind a proxy we can cut; an input queue that dead-letters after two
-    // receives and a 2 s visibility, so that an adapter letting its batch go back to the queue
+    // receives and a 3 s visibility, so that an adapter letting its batch go back to the queue
     // would lose good documents to the dead-letter queue within seconds.
     let minter = MinterUnderTest::start().await;
     let proxy = Proxy::start(minter.process.grpc_addr).await;
@@ -24,19 +24,25 @@ async fn while_the_minter_is_down_nothing_is_deleted_and_nothing_is_lost() {
     // Act: the adapter takes a batch of 10 while the minter is unreachable.
     let minter_url = format!("http://{}", proxy.addr);
     let mut args = queue_to_queue(&input, &output, &minter_url);
-    args.extend(["--visibility-timeout", "2s"]);
+    args.extend(["--visibility-timeout", "3s"]);
     let adapter = AdapterProcess::start(&args);
     let why = adapter
         .wait_until_unhealthy_because("minter unavailable")
         .await;
 
-    // Assert, during the outage: the visibility was extended past its 2 s three times over...
-    eventually("three visibility extensions", || async {
-        adapter.count_log("visibility extended") >= 3
-    })
-    .await;
-    // ...so the batch is still in hand: 10 in flight, 5 waiting, nothing deleted or published.
-    assert_eq!(input.counts().await, (5, 10), "/healthz: {why}");
+    // Assert, during the outage: the batch stays in hand (10 in flight, 5 waiting, nothing
+    // deleted) at every look, while its 3 s visibility is extended three times over.
+    assert!(why.contains(&minter_url), "/healthz names the minter: {why}");
+    let started = std::time::Instant::now();
+    while adapter.count_log("visibility extended") < 3 {
+        assert_eq!(input.counts().await, (5, 10), "/healthz: {why}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the visibility was never extended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(input.counts().await, (5, 10));
     assert_eq!(
         dlq.counts().await,
         (0, 0),
