@@ -13,6 +13,9 @@ use crate::error::Error;
 /// The service names whose health we report: the whole server and our service.
 pub const SERVICE_NAMES: [&str; 2] = ["", "idminter.v1.IdMinter"];
 
+/// The diagnosis while draining after SIGTERM: planned, so logged at INFO rather than ERROR.
+pub const SHUTTING_DOWN: &str = "shutting down";
+
 /// SERVING, or NOT_SERVING with the diagnosis that every caller sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -56,6 +59,10 @@ impl Readiness {
             State::Serving => {
                 tracing::info!("SERVING");
                 self.publish(ServingStatus::Serving).await;
+            }
+            State::NotServing(why) if why == SHUTTING_DOWN => {
+                tracing::info!(diagnosis = %why, "NOT_SERVING");
+                self.publish(ServingStatus::NotServing).await;
             }
             State::NotServing(why) => {
                 tracing::error!(diagnosis = %why, "NOT_SERVING");

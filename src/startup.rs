@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
-use crate::readiness::{Readiness, State};
+use crate::readiness::{Readiness, SHUTTING_DOWN, State};
 use crate::store::{self, Store};
 use crate::{admin, guard, pb};
 
@@ -130,7 +130,7 @@ impl Application {
                 tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
                 stop.cancel();
                 readiness
-                    .set(State::NotServing("shutting down".to_owned()))
+                    .set(State::NotServing(SHUTTING_DOWN.to_owned()))
                     .await;
                 // Health Watch streams never end by themselves and would hold the drain open:
                 // clearing the statuses ends them, after they have seen NOT_SERVING.
