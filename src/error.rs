@@ -25,19 +25,6 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
-impl Error {
-    /// A stable label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::InvalidArgument(_) => "invalid_argument",
-            Error::PredecessorNotMinted(_) => "failed_precondition",
-            Error::Unavailable(_) => "unavailable",
-            Error::DeadlineExceeded => "deadline_exceeded",
-            Error::Internal(_) => "internal",
-        }
-    }
-}
-
 impl From<sqlx::Error> for Error {
     /// Losing the database is expected and transient (UNAVAILABLE, with a cause that names no SQL);
     /// anything else from the database is a bug of ours (INTERNAL).

@@ -87,10 +87,6 @@ impl Readiness {
         self.state.borrow().clone()
     }
 
-    pub fn is_serving(&self) -> bool {
-        *self.state.borrow() == State::Serving
-    }
-
     /// Fails with the diagnosis unless SERVING: the guard for every RPC.
     ///
     /// # Errors

@@ -55,10 +55,6 @@ impl Store {
         Self { pool }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// The canonical ID of each identifier, in order; `None` where it has none. One round trip.
     ///
     /// # Errors
