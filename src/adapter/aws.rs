@@ -56,3 +56,43 @@ pub async fn load(attempt_timeout: Duration) -> anyhow::Result<SdkConfig> {
     }
     Ok(config)
 }
+
+/// One line for logs and `/healthz`: the error and its causes, e.g. `service error:
+/// QueueDoesNotExist: The specified queue does not exist.` or `dispatch failure: io error: ...:
+/// Connection refused (os error 111)`. (The SDK's `DisplayErrorContext` adds the raw response,
+/// request id included, which is too long for a health reason and different every time.)
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        // Wrappers often repeat their source's text; keep each once.
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("io error: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let e = Outer(Middle(std::io::Error::other("Connection refused")));
+        assert_eq!(
+            describe(&e),
+            "dispatch failure: io error: Connection refused"
+        );
+    }
+}

@@ -4,12 +4,11 @@
 //! (a sender fault such as a message too large: retrying gives the same answer), or to retry (the
 //! call failed, or the service failed on that entry).
 
-use aws_sdk_sns::error::DisplayErrorContext as SnsErrorContext;
 use aws_sdk_sns::types::PublishBatchRequestEntry;
-use aws_sdk_sqs::error::DisplayErrorContext as SqsErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::adapter::args::OutputTarget;
+use crate::adapter::aws::describe;
 use crate::adapter::queue::MAX_BATCH_ENTRIES;
 
 /// The most bytes of message bodies one SendMessageBatch or PublishBatch call may carry.
@@ -180,7 +179,7 @@ async fn send_to_queue(
         .set_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| format!("send to {url}: {}", SqsErrorContext(&e)))?;
+        .map_err(|e| format!("send to {url}: {}", describe(&e)))?;
     let failed = output.failed().iter().map(|f| {
         (
             f.id.as_str(),
@@ -215,7 +214,7 @@ async fn publish_to_topic(
         .set_publish_batch_request_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| format!("publish to {arn}: {}", SnsErrorContext(&e)))?;
+        .map_err(|e| format!("publish to {arn}: {}", describe(&e)))?;
     let failed = output.failed().iter().map(|f| {
         (
             f.id.as_str(),

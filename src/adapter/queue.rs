@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+
+use crate::adapter::aws::describe;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName,
@@ -71,7 +72,7 @@ impl InputQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| format!("receive from {}: {}", self.url, DisplayErrorContext(&e)))?;
+            .map_err(|e| format!("receive from {}: {}", self.url, describe(&e)))?;
         let mut received = Vec::new();
         for message in output.messages.unwrap_or_default() {
             let (Some(message_id), Some(receipt_handle)) =
@@ -129,7 +130,7 @@ impl InputQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| format!("delete from {}: {}", self.url, DisplayErrorContext(&e)))?;
+            .map_err(|e| format!("delete from {}: {}", self.url, describe(&e)))?;
         Ok(entry_failures(
             messages,
             output
@@ -171,13 +172,7 @@ impl InputQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "change visibility in {}: {}",
-                    self.url,
-                    DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(|e| format!("change visibility in {}: {}", self.url, describe(&e)))?;
         Ok(entry_failures(
             messages,
             output
@@ -214,13 +209,7 @@ impl InputQueue {
             .attribute_names(name.clone())
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "get attributes of {}: {}",
-                    self.url,
-                    DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(|e| format!("get attributes of {}: {}", self.url, describe(&e)))?;
         output
             .attributes
             .as_ref()

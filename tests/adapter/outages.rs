@@ -32,7 +32,10 @@ async fn while_the_minter_is_down_nothing_is_deleted_and_nothing_is_lost() {
 
     // Assert, during the outage: the batch stays in hand (10 in flight, 5 waiting, nothing
     // deleted) at every look, while its 3 s visibility is extended three times over.
-    assert!(why.contains(&minter_url), "/healthz names the minter: {why}");
+    assert!(
+        why.contains(&minter_url),
+        "/healthz names the minter: {why}"
+    );
     let started = std::time::Instant::now();
     while adapter.count_log("visibility extended") < 3 {
         assert_eq!(input.counts().await, (5, 10), "/healthz: {why}");
