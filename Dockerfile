@@ -18,8 +18,9 @@ RUN apt-get update \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin idminter
 COPY --from=build /src/target/release/idminter /usr/local/bin/idminter
 USER 10001
-# gRPC, then the admin HTTP listener (/metrics, /healthz, /readyz).
-EXPOSE 50051 9090
+# gRPC, the admin HTTP listener (/metrics, /healthz, /readyz), and the queue adapter's admin listener
+# (`idminter adapter`; its containers should probe `/healthz` on 9091 instead of the HEALTHCHECK).
+EXPOSE 50051 9090 9091
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["idminter", "health", "--addr", "http://127.0.0.1:50051"]
 ENTRYPOINT ["idminter"]

@@ -383,6 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn numbers_pass_through_exactly_as_written() {
+        // Without serde_json's arbitrary_precision, 1.50 would come out as 1.5 and 2^70 rounded.
+        // (An exponent is the one thing normalised: 1e3 comes out as 1e+3, the same number.)
+        let body = r#"{"sourceIdentifier":{"identifierType":{"id":"a"},"ontologyType":"Work","value":"1"},"n":[1.50,1180591620717411303424,-0.0]}"#;
+        let doc = Document::parse(body).unwrap();
+        let ids = identify_all(&doc);
+        assert_eq!(
+            doc.identify(&ids).unwrap(),
+            r#"{"sourceIdentifier":{"identifierType":{"id":"a"},"ontologyType":"Work","value":"1"},"n":[1.50,1180591620717411303424,-0.0],"canonicalId":"id-1"}"#
+        );
+    }
+
+    #[test]
     fn a_predecessor_beside_a_source_identifier_is_found() {
         let doc = parse(&json!({
             "sourceIdentifier": sid("folio-instance", "Work", "f1"),
