@@ -28,8 +28,9 @@ pub async fn call(pool: &PgPool, workload: Workload, batch: Vec<Entry>) -> anyho
             .map(|e| domain(e.ident))
             .collect::<anyhow::Result<_>>()?;
         let found = queries::lookup(pool, &ids).await?;
-        if found.len() != n {
-            bail!("lookup found {} of {n}", found.len());
+        let known = found.iter().filter(|id| id.is_some()).count();
+        if known != n {
+            bail!("lookup found {known} of {n}");
         }
         return Ok(());
     }
@@ -54,20 +55,23 @@ pub async fn call(pool: &PgPool, workload: Workload, batch: Vec<Entry>) -> anyho
     // (item, ID, minted) for every new item.
     let mut rows: Vec<(usize, CanonicalId, bool)> = Vec::new();
     for (i, predecessor) in predecessor_of.iter().enumerate() {
-        if found.contains_key(&i) {
+        if found[i].is_some() {
             got.add(Expect::Existing);
             continue;
         }
         match predecessor {
             None => rows.push((i, fresh_id(), true)),
-            Some(p) => match found.remove(p) {
+            Some(p) => match found[*p].take() {
                 Some(id) => rows.push((i, id, false)),
                 None => bail!("predecessor of item {i} is not minted"),
             },
         }
     }
     if !rows.is_empty() {
-        let mut tx = pool.begin().await?;
+        // As `store::mint` begins it: READ COMMITTED whatever the database default.
+        let mut tx = pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
         for _ in 0..MAX_ID_DRAWS {
             let new_rows: Vec<NewRow<'_>> = rows
                 .iter()
@@ -106,8 +110,8 @@ pub async fn call(pool: &PgPool, workload: Workload, batch: Vec<Entry>) -> anyho
                 .collect();
             let there = queries::lookup(&mut *tx, &again).await?;
             rows = Vec::new();
-            for (k, (i, _, minted)) in skipped.into_iter().enumerate() {
-                match (there.contains_key(&k), minted) {
+            for ((i, _, minted), there) in skipped.into_iter().zip(there) {
+                match (there.is_some(), minted) {
                     (true, _) => got.add(Expect::Existing),
                     (false, true) => rows.push((i, fresh_id(), true)),
                     (false, false) => bail!("inheritor {i} conflicted but is not there"),

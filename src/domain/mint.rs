@@ -6,7 +6,7 @@
 //! `c`); chains are flattened to their root here, so the store needs the same number of round trips
 //! whatever their length.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 
 use super::{CanonicalId, SourceIdentifier, Violations};
@@ -49,11 +49,17 @@ pub struct Minted {
 }
 
 /// A deduplicated batch: each distinct identifier once, in order of first appearance.
+///
+/// Built without copying an identifier: the deduplication maps borrow the request's items, and the
+/// identifiers are then moved out of them. Everything after refers to an identifier by its index.
 #[derive(Debug)]
 pub struct MintPlan {
     identifiers: Vec<SourceIdentifier>,
-    predecessors: Vec<Option<SourceIdentifier>>,
-    index: HashMap<SourceIdentifier, usize>,
+    /// Predecessors that are not items themselves, each once, in order of first appearance.
+    extra: Vec<SourceIdentifier>,
+    /// For each distinct identifier, the look-up index of its predecessor: below
+    /// `identifiers.len()` an identifier of the batch, from there on an entry of `extra`.
+    predecessors: Vec<Option<usize>>,
     /// For each request entry, the index of its identifier in `identifiers`.
     positions: Vec<usize>,
     /// For each distinct identifier, its first request position (to name it in errors).
@@ -67,83 +73,127 @@ impl MintPlan {
     /// # Errors
     /// An identifier repeated with two different predecessors: there is no one answer for it.
     pub fn new(items: Vec<MintItem>) -> Result<Self, Violations> {
-        let mut plan = MintPlan {
-            identifiers: Vec::with_capacity(items.len()),
-            predecessors: Vec::with_capacity(items.len()),
-            index: HashMap::with_capacity(items.len()),
-            positions: Vec::with_capacity(items.len()),
-            first_position: Vec::with_capacity(items.len()),
-        };
         let mut violations = Violations::default();
-        for (position, item) in items.into_iter().enumerate() {
-            let i = match plan.index.get(&item.source_identifier) {
-                Some(&i) => {
-                    match (&plan.predecessors[i], item.predecessor) {
-                        (_, None) => {}
-                        (None, Some(p)) => plan.predecessors[i] = Some(p),
-                        (Some(existing), Some(p)) if *existing == p => {}
-                        (Some(_), Some(_)) => violations.push(
-                            format!("items[{position}].predecessor"),
-                            format!(
-                                "differs from the predecessor named for the same identifier at items[{}]",
-                                plan.first_position[i]
-                            ),
+        let mut positions = Vec::with_capacity(items.len());
+        let mut first_position: Vec<usize> = Vec::with_capacity(items.len());
+        // For each distinct identifier, the position of the item whose predecessor it takes.
+        let mut predecessor_at: Vec<Option<usize>> = Vec::with_capacity(items.len());
+        let mut index: HashMap<&SourceIdentifier, usize> = HashMap::with_capacity(items.len());
+        for (position, item) in items.iter().enumerate() {
+            let i = *index.entry(&item.source_identifier).or_insert_with(|| {
+                first_position.push(position);
+                predecessor_at.push(None);
+                first_position.len() - 1
+            });
+            if let Some(p) = &item.predecessor {
+                match predecessor_at[i].and_then(|at| items[at].predecessor.as_ref()) {
+                    None => predecessor_at[i] = Some(position),
+                    Some(existing) if existing == p => {}
+                    Some(_) => violations.push(
+                        format!("items[{position}].predecessor"),
+                        format!(
+                            "differs from the predecessor named for the same identifier at items[{}]",
+                            first_position[i]
                         ),
-                    }
-                    i
+                    ),
                 }
-                None => {
-                    let i = plan.identifiers.len();
-                    plan.index.insert(item.source_identifier.clone(), i);
-                    plan.identifiers.push(item.source_identifier);
-                    plan.predecessors.push(item.predecessor);
-                    plan.first_position.push(position);
-                    i
-                }
-            };
-            plan.positions.push(i);
+            }
+            positions.push(i);
         }
+
+        // Predecessors by look-up index: an identifier of the batch, or a new entry of `extra`.
+        let n = first_position.len();
+        let mut extra_index: HashMap<&SourceIdentifier, usize> = HashMap::new();
+        // For each request position, the `extra` entry its predecessor fills, if any.
+        let mut extra_from: Vec<Option<usize>> = vec![None; items.len()];
+        let predecessors: Vec<Option<usize>> = predecessor_at
+            .iter()
+            .map(|at| {
+                let at = (*at)?;
+                let p = items[at].predecessor.as_ref()?;
+                Some(match index.get(p) {
+                    Some(&j) => j,
+                    None => {
+                        let k = extra_index.len();
+                        let k = *extra_index.entry(p).or_insert_with(|| {
+                            extra_from[at] = Some(k);
+                            k
+                        });
+                        n + k
+                    }
+                })
+            })
+            .collect();
+        let extra_len = extra_index.len();
+        drop((index, extra_index));
+
+        let mut is_first = vec![false; items.len()];
+        for &p in &first_position {
+            is_first[p] = true;
+        }
+        let mut identifiers = Vec::with_capacity(n);
+        let mut extra: Vec<Option<SourceIdentifier>> = vec![None; extra_len];
+        for (position, item) in items.into_iter().enumerate() {
+            if is_first[position] {
+                identifiers.push(item.source_identifier);
+            }
+            if let Some(k) = extra_from[position] {
+                extra[k] = item.predecessor;
+            }
+        }
+        let plan = MintPlan {
+            identifiers,
+            // Every slot was filled from the item that first named it.
+            extra: extra.into_iter().flatten().collect(),
+            predecessors,
+            positions,
+            first_position,
+        };
         violations.into_result(plan)
     }
 
-    /// Every identifier whose canonical ID must be known to answer: the items and their
-    /// predecessors, each once.
-    pub fn to_look_up(&self) -> Vec<SourceIdentifier> {
-        let mut all = self.identifiers.clone();
-        let mut extra = HashSet::new();
-        for p in self.predecessors.iter().flatten() {
-            if !self.index.contains_key(p) && extra.insert(p) {
-                all.push(p.clone());
-            }
-        }
-        all
+    /// Every identifier whose canonical ID must be known to answer: the items, then the
+    /// predecessors that are not items, each once. [`resolve`](Self::resolve) takes their IDs in
+    /// this order.
+    pub fn to_look_up(&self) -> impl Iterator<Item = &SourceIdentifier> + Clone {
+        self.identifiers.iter().chain(self.extra.iter())
     }
 
-    /// Decides what each distinct identifier needs, given the canonical IDs already stored.
+    /// The identifier at look-up index `j`.
+    fn looked_up(&self, j: usize) -> &SourceIdentifier {
+        let n = self.identifiers.len();
+        if j < n {
+            &self.identifiers[j]
+        } else {
+            &self.extra[j - n]
+        }
+    }
+
+    /// Decides what each distinct identifier needs, given the canonical IDs already stored, in the
+    /// order of [`to_look_up`](Self::to_look_up) (`None` for an identifier without one).
     ///
     /// # Errors
     /// New identifiers whose predecessor is neither minted nor minted by this request (directly or
     /// through a chain of new predecessors). Nothing may be written then.
-    pub fn resolve(
-        self,
-        known: &HashMap<SourceIdentifier, CanonicalId>,
-    ) -> Result<Pending, PlanError> {
+    pub fn resolve(self, known: Vec<Option<CanonicalId>>) -> Result<Pending, PlanError> {
         let n = self.identifiers.len();
-        let mut answers: Vec<Option<(CanonicalId, MintOutcome)>> = self
-            .identifiers
-            .iter()
-            .map(|id| known.get(id).map(|c| (c.clone(), MintOutcome::Existing)))
+        let mut known = known.into_iter();
+        let mut answers: Vec<Option<(CanonicalId, MintOutcome)>> = (0..n)
+            .map(|_| known.next().flatten().map(|c| (c, MintOutcome::Existing)))
+            .collect();
+        let known_extra: Vec<Option<CanonicalId>> = (0..self.extra.len())
+            .map(|_| known.next().flatten())
             .collect();
         let mut roots = Vec::new();
         let mut inherit_known = Vec::new();
         let mut inherit_new = Vec::new();
         let mut unminted = Vec::new();
 
-        for (i, answer) in answers.iter().enumerate() {
-            if answer.is_some() {
+        for i in 0..n {
+            if answers[i].is_some() {
                 continue;
             }
-            let Some(predecessor) = &self.predecessors[i] else {
+            let Some(predecessor) = self.predecessors[i] else {
                 roots.push(i);
                 continue;
             };
@@ -152,33 +202,35 @@ impl MintPlan {
             let mut current = predecessor;
             let mut steps = 0;
             loop {
-                if let Some(id) = known.get(current) {
+                let known_id = if current < n {
+                    answers[current].as_ref().map(|(id, _)| id)
+                } else {
+                    known_extra[current - n].as_ref()
+                };
+                if let Some(id) = known_id {
                     inherit_known.push((i, id.clone()));
                     break;
                 }
-                let next = self
-                    .index
-                    .get(current)
-                    .and_then(|&j| match &self.predecessors[j] {
-                        None => {
-                            inherit_new.push((i, j));
-                            None
-                        }
-                        Some(q) => Some(q),
-                    });
+                let next = if current < n {
+                    self.predecessors[current]
+                } else {
+                    None
+                };
                 match next {
+                    None if current < n => {
+                        inherit_new.push((i, current));
+                        break;
+                    }
                     Some(q) if steps < n => {
                         current = q;
                         steps += 1;
                     }
                     _ => {
-                        if !self.index.contains_key(current) || steps >= n {
-                            unminted.push(UnmintedPredecessor {
-                                position: self.first_position[i],
-                                identifier: self.identifiers[i].clone(),
-                                predecessor: predecessor.clone(),
-                            });
-                        }
+                        unminted.push(UnmintedPredecessor {
+                            position: self.first_position[i],
+                            identifier: self.identifiers[i].clone(),
+                            predecessor: self.looked_up(predecessor).clone(),
+                        });
                         break;
                     }
                 }
@@ -284,25 +336,42 @@ impl Pending {
     }
 
     /// The response in request order, or the index of an identifier left unsettled (a bug).
+    /// Each identifier and ID is moved into the entry that names it last and copied only into
+    /// earlier repeats.
     ///
     /// # Errors
     /// The index of the first identifier that was never settled.
-    pub fn into_answers(self) -> Result<Vec<Minted>, usize> {
+    pub fn into_answers(mut self) -> Result<Vec<Minted>, usize> {
         if let Some(i) = self.answers.iter().position(Option::is_none) {
             return Err(i);
         }
-        Ok(self
-            .positions
-            .iter()
-            .map(|&i| {
-                let (canonical_id, outcome) = self.answers[i].clone().expect("checked above");
-                Minted {
-                    source_identifier: self.identifiers[i].clone(),
-                    canonical_id,
-                    outcome,
-                }
-            })
-            .collect())
+        let mut last_use = vec![0; self.identifiers.len()];
+        for (position, &i) in self.positions.iter().enumerate() {
+            last_use[i] = position;
+        }
+        let mut minted = Vec::with_capacity(self.positions.len());
+        for (position, &i) in self.positions.iter().enumerate() {
+            let answer = if last_use[i] == position {
+                self.answers[i].take()
+            } else {
+                self.answers[i].clone()
+            };
+            // Settled, as checked above, and taken only at its last use.
+            let Some((canonical_id, outcome)) = answer else {
+                return Err(i);
+            };
+            let source_identifier = if last_use[i] == position {
+                std::mem::replace(&mut self.identifiers[i], SourceIdentifier::empty())
+            } else {
+                self.identifiers[i].clone()
+            };
+            minted.push(Minted {
+                source_identifier,
+                canonical_id,
+                outcome,
+            });
+        }
+        Ok(minted)
     }
 }
 
@@ -325,11 +394,25 @@ mod tests {
         }
     }
 
+    /// What the plan asks to look up.
+    fn look_up(plan: &MintPlan) -> Vec<SourceIdentifier> {
+        plan.to_look_up().cloned().collect()
+    }
+
+    /// Resolves `plan` as the store does, with `known` standing for the table.
+    fn resolve(
+        plan: MintPlan,
+        known: &HashMap<SourceIdentifier, CanonicalId>,
+    ) -> Result<Pending, PlanError> {
+        let ids = plan.to_look_up().map(|id| known.get(id).cloned()).collect();
+        plan.resolve(ids)
+    }
+
     #[test]
     fn repeated_identifiers_are_planned_once() {
         let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
-        assert_eq!(plan.to_look_up(), vec![id("a"), id("b")]);
-        let pending = plan.resolve(&HashMap::new()).unwrap();
+        assert_eq!(look_up(&plan), vec![id("a"), id("b")]);
+        let pending = resolve(plan, &HashMap::new()).unwrap();
         assert_eq!(pending.roots(), &[0, 1], "one fresh ID each for a and b");
     }
 
@@ -337,7 +420,7 @@ mod tests {
     fn a_repeat_without_predecessor_takes_the_predecessor_named_elsewhere() {
         let plan = MintPlan::new(vec![item("a", None), item("a", Some("p"))]).unwrap();
         let known = HashMap::from([(id("p"), cid("pppppppp"))]);
-        let pending = plan.resolve(&known).unwrap();
+        let pending = resolve(plan, &known).unwrap();
         assert_eq!(pending.inherit_known(), &[(0, cid("pppppppp"))]);
     }
 
@@ -356,14 +439,14 @@ mod tests {
     #[test]
     fn predecessors_outside_the_items_are_looked_up_too() {
         let plan = MintPlan::new(vec![item("a", Some("p")), item("b", Some("a"))]).unwrap();
-        assert_eq!(plan.to_look_up(), vec![id("a"), id("b"), id("p")]);
+        assert_eq!(look_up(&plan), vec![id("a"), id("b"), id("p")]);
     }
 
     #[test]
     fn known_identifiers_keep_their_ids_whatever_predecessor_is_named() {
         let plan = MintPlan::new(vec![item("a", Some("never-minted"))]).unwrap();
         let known = HashMap::from([(id("a"), cid("aaaaaaaa"))]);
-        let pending = plan.resolve(&known).unwrap();
+        let pending = resolve(plan, &known).unwrap();
         assert!(pending.is_complete());
         let answers = pending.into_answers().unwrap();
         assert_eq!(answers[0].canonical_id, cid("aaaaaaaa"));
@@ -379,7 +462,7 @@ mod tests {
             item("c", None),
         ])
         .unwrap();
-        let pending = plan.resolve(&HashMap::new()).unwrap();
+        let pending = resolve(plan, &HashMap::new()).unwrap();
         assert_eq!(pending.roots(), &[2]);
         assert_eq!(pending.inherit_new(), &[(0, 2), (1, 2)]);
     }
@@ -388,7 +471,7 @@ mod tests {
     fn a_chain_ending_in_a_known_identifier_inherits_its_id() {
         let plan = MintPlan::new(vec![item("a", Some("b")), item("b", Some("k"))]).unwrap();
         let known = HashMap::from([(id("k"), cid("kkkkkkkk"))]);
-        let pending = plan.resolve(&known).unwrap();
+        let pending = resolve(plan, &known).unwrap();
         assert_eq!(
             pending.inherit_known(),
             &[(0, cid("kkkkkkkk")), (1, cid("kkkkkkkk"))]
@@ -405,7 +488,7 @@ mod tests {
             item("self", Some("self")),
         ])
         .unwrap();
-        let err = plan.resolve(&HashMap::new()).unwrap_err();
+        let err = resolve(plan, &HashMap::new()).unwrap_err();
         let positions: Vec<_> = err.0.iter().map(|u| u.position).collect();
         assert_eq!(positions, [1, 2, 3, 4]);
         assert!(
@@ -419,7 +502,7 @@ mod tests {
     #[test]
     fn answers_come_back_in_request_order_with_repeats() {
         let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
-        let mut pending = plan.resolve(&HashMap::new()).unwrap();
+        let mut pending = resolve(plan, &HashMap::new()).unwrap();
         pending.settle(0, cid("aaaaaaaa"), MintOutcome::Minted);
         pending.settle(1, cid("bbbbbbbb"), MintOutcome::Minted);
         let answers = pending.into_answers().unwrap();
@@ -430,7 +513,7 @@ mod tests {
     #[test]
     fn an_unsettled_identifier_is_reported_not_invented() {
         let plan = MintPlan::new(vec![item("a", None)]).unwrap();
-        let pending = plan.resolve(&HashMap::new()).unwrap();
+        let pending = resolve(plan, &HashMap::new()).unwrap();
         assert_eq!(pending.into_answers().unwrap_err(), 0);
     }
 }

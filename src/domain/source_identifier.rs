@@ -62,6 +62,16 @@ impl SourceIdentifier {
         }
     }
 
+    /// A placeholder left behind when an identifier is moved out of a collection; it never leaves
+    /// the domain (it is not valid) and costs no allocation.
+    pub(crate) fn empty() -> Self {
+        Self {
+            identifier_type: String::new(),
+            ontology_type: String::new(),
+            value: String::new(),
+        }
+    }
+
     pub fn identifier_type(&self) -> &str {
         &self.identifier_type
     }

@@ -26,13 +26,8 @@ use crate::error::Error;
 const MAX_ID_DRAWS: usize = 8;
 
 pub async fn mint(pool: &PgPool, plan: MintPlan) -> Result<Vec<Minted>, Error> {
-    let to_look_up = plan.to_look_up();
-    let known = queries::lookup(pool, &to_look_up)
-        .await?
-        .into_iter()
-        .map(|(i, id)| (to_look_up[i].clone(), id))
-        .collect();
-    let mut pending = plan.resolve(&known)?;
+    let known = queries::lookup(pool, plan.to_look_up()).await?;
+    let mut pending = plan.resolve(known)?;
 
     if !pending.is_complete() {
         // READ COMMITTED whatever the database's default: step 3 relies on each statement seeing
@@ -153,14 +148,14 @@ async fn insert_and_settle(
         return Ok(skipped);
     }
 
-    let identifiers: Vec<_> = skipped
-        .iter()
-        .map(|(i, _, _)| pending.identifier(*i).clone())
-        .collect();
-    let mut found = queries::lookup(&mut *tx, &identifiers).await?;
+    let found = queries::lookup(
+        &mut *tx,
+        skipped.iter().map(|(i, _, _)| pending.identifier(*i)),
+    )
+    .await?;
     let mut not_found = Vec::new();
-    for (k, row) in skipped.into_iter().enumerate() {
-        match found.remove(&k) {
+    for (row, found) in skipped.into_iter().zip(found) {
+        match found {
             Some(id) => pending.settle(row.0, id, MintOutcome::Existing),
             None => not_found.push(row),
         }

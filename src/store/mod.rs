@@ -63,8 +63,7 @@ impl Store {
         &self,
         ids: &[SourceIdentifier],
     ) -> Result<Vec<Option<CanonicalId>>, Error> {
-        let mut found = queries::lookup(&self.pool, ids).await?;
-        Ok((0..ids.len()).map(|i| found.remove(&i)).collect())
+        Ok(queries::lookup(&self.pool, ids).await?)
     }
 
     /// The identifiers that carry each canonical ID, in order. One round trip.

@@ -1,8 +1,7 @@
 //! The SQL idminter sends, one function per statement. Batches go in as parallel arrays and come
 //! back keyed by their position in the batch (`WITH ORDINALITY`), so no row is ever matched by
-//! comparing strings in Rust. The benchmark's floor runs these same functions.
-
-use std::collections::HashMap;
+//! comparing strings in Rust; batch answers come back as one array in one row. The benchmark's
+//! floor (`benches/workloads`) runs these same functions.
 
 use sqlx::{PgExecutor, Row};
 
@@ -16,7 +15,12 @@ pub struct NewRow<'a> {
 }
 
 fn columns<'a>(ids: impl Iterator<Item = &'a SourceIdentifier>) -> [Vec<&'a str>; 3] {
-    let mut cols = [Vec::new(), Vec::new(), Vec::new()];
+    let (low, _) = ids.size_hint();
+    let mut cols = [
+        Vec::with_capacity(low),
+        Vec::with_capacity(low),
+        Vec::with_capacity(low),
+    ];
     for id in ids {
         cols[0].push(id.identifier_type());
         cols[1].push(id.ontology_type());
@@ -25,36 +29,45 @@ fn columns<'a>(ids: impl Iterator<Item = &'a SourceIdentifier>) -> [Vec<&'a str>
     cols
 }
 
-/// Canonical IDs of the identifiers that have one, keyed by their index in `ids`.
+/// The canonical ID of each identifier, in order; `None` where it has none.
+///
+/// The answer is one row holding one array, aligned with the input: a batch costs one message
+/// to decode rather than one row, and one trip through the driver's row stream, per identifier.
+/// The planner joins with a nested loop over the primary key (one index probe per identifier,
+/// whatever the table's size); a hash join would read the whole table.
 ///
 /// # Errors
 /// Any database error.
-pub async fn lookup<'e>(
+pub async fn lookup<'e, 'a>(
     db: impl PgExecutor<'e>,
-    ids: &[SourceIdentifier],
-) -> Result<HashMap<usize, CanonicalId>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
+    ids: impl IntoIterator<Item = &'a SourceIdentifier>,
+) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
+    let [types, ontologies, values] = columns(ids.into_iter());
+    if types.is_empty() {
+        return Ok(Vec::new());
     }
-    let [types, ontologies, values] = columns(ids.iter());
-    let rows = sqlx::query(
-        "SELECT k.i, s.canonical_id \
+    let n = types.len();
+    let found: Option<Vec<Option<String>>> = sqlx::query_scalar(
+        "SELECT array_agg(s.canonical_id ORDER BY k.i) \
          FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(identifier_type, ontology_type, value, i) \
-         JOIN source_identifiers s USING (identifier_type, ontology_type, value)",
+         LEFT JOIN source_identifiers s USING (identifier_type, ontology_type, value)",
     )
     .bind(types)
     .bind(ontologies)
     .bind(values)
-    .fetch_all(db)
+    .fetch_one(db)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            let i: i64 = row.try_get(0)?;
-            let id: String = row.try_get(1)?;
-            // ORDINALITY counts from 1.
-            Ok((i as usize - 1, CanonicalId::from_database(id)))
-        })
-        .collect()
+    let found = found.unwrap_or_default();
+    if found.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "lookup of {n} identifiers answered {}",
+            found.len()
+        )));
+    }
+    Ok(found
+        .into_iter()
+        .map(|id| id.map(CanonicalId::from_database))
+        .collect())
 }
 
 /// Every (canonical ID, identifier) pair for the given IDs.
@@ -100,12 +113,21 @@ pub async fn insert<'e>(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let [types, ontologies, values] = columns(rows.iter().map(|r| r.identifier));
-    let ids: Vec<&str> = rows.iter().map(|r| r.canonical_id.as_str()).collect();
-    let minted: Vec<Option<bool>> = rows.iter().map(|r| r.minted.then_some(true)).collect();
+    // Rows go in in primary-key order (byte order, as the "C" collation sorts). An insert waits
+    // for a concurrent transaction that wrote the same identifier first; if two calls wrote
+    // overlapping batches in different orders, each could be waiting for the other (a deadlock,
+    // which PostgreSQL breaks by failing one call after a second). In one order, the first to
+    // reach an identifier goes on and the other waits, then skips it.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_unstable_by(|&a, &b| rows[a].identifier.cmp(rows[b].identifier));
+    let sorted = || order.iter().map(|&k| &rows[k]);
+    let [types, ontologies, values] = columns(sorted().map(|r| r.identifier));
+    let ids: Vec<&str> = sorted().map(|r| r.canonical_id.as_str()).collect();
+    let minted: Vec<Option<bool>> = sorted().map(|r| r.minted.then_some(true)).collect();
     // RETURNING sees only the table's columns, so the inserted keys are joined back to their
-    // ordinals; the join is on the primary key's columns of rows this statement just wrote.
-    let inserted = sqlx::query(
+    // ordinals; the join is on the primary key's columns of rows this statement just wrote. The
+    // ordinals come back as one array, in one row.
+    let inserted: Option<Vec<i64>> = sqlx::query_scalar(
         "WITH input AS ( \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
                  WITH ORDINALITY AS r(identifier_type, ontology_type, value, canonical_id, minted, i) \
@@ -115,17 +137,25 @@ pub async fn insert<'e>(
              ON CONFLICT DO NOTHING \
              RETURNING identifier_type, ontology_type, value \
          ) \
-         SELECT input.i FROM inserted JOIN input USING (identifier_type, ontology_type, value)",
+         SELECT array_agg(input.i) FROM inserted JOIN input USING (identifier_type, ontology_type, value)",
     )
     .bind(types)
     .bind(ontologies)
     .bind(values)
     .bind(ids)
     .bind(minted)
-    .fetch_all(db)
+    .fetch_one(db)
     .await?;
+    // ORDINALITY counts from 1, in sorted order.
     inserted
+        .unwrap_or_default()
         .into_iter()
-        .map(|row| Ok(row.try_get::<i64, _>(0)? as usize - 1))
+        .map(|i| match usize::try_from(i) {
+            Ok(i) if (1..=rows.len()).contains(&i) => Ok(order[i - 1]),
+            _ => Err(sqlx::Error::Protocol(format!(
+                "insert answered ordinal {i} for {} rows",
+                rows.len()
+            ))),
+        })
         .collect()
 }
