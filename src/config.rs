@@ -88,6 +88,12 @@ impl DatabaseArgs {
     }
 }
 
+/// Checks one `FROM=TO` alias on its own, so that a malformed one is a usage error (exit 2);
+/// [`OntologyAliases::parse`] checks the set (conflicts, chains).
+fn parse_alias(pair: &str) -> Result<String, String> {
+    OntologyAliases::parse(&[pair]).map(|_| pair.to_owned())
+}
+
 /// Accepts `table` or `schema.table`, each part a plain lower-case SQL identifier: the name is
 /// written into SQL, by refinery and by us, so nothing else may pass.
 fn parse_table_name(name: &str) -> Result<String, String> {
@@ -127,7 +133,8 @@ pub struct ServeArgs {
     #[arg(
         long = "ontology-alias",
         env = "IDMINTER_ONTOLOGY_ALIASES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_alias
     )]
     pub ontology_aliases: Vec<String>,
     /// The most entries one call may carry.

@@ -50,10 +50,12 @@ impl From<sqlx::Error> for Error {
     }
 }
 
-/// SQLSTATEs that mean the server is going away or not accepting us, not that our SQL is wrong:
-/// class 08 (connection exception), 57P01-57P03 (shutdown), 53300 (too many connections).
+/// SQLSTATEs that mean "try again", not that our SQL is wrong: class 08 (connection exception),
+/// 57P01-57P03 (shutdown), 53300 (too many connections), 25006 (read-only, as after a failover),
+/// 57014 (statement cancelled), 40001 and 40P01 (serialization failure, deadlock).
 fn is_transient(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300")
+    matches!(code, Some(c) if c.starts_with("08") || c.starts_with("57P")
+        || ["53300", "25006", "57014", "40001", "40P01"].contains(&c))
 }
 
 impl fmt::Debug for Error {
@@ -75,7 +77,9 @@ mod tests {
 
     #[test]
     fn shutdown_and_connection_sqlstates_are_transient_and_others_are_not() {
-        for code in ["08006", "08001", "57P01", "57P03", "53300"] {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "25006", "40001", "40P01",
+        ] {
             assert!(is_transient(Some(code)), "{code}");
         }
         for code in ["23505", "42P01", "XX000"] {

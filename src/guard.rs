@@ -10,7 +10,6 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::readiness::{Readiness, State};
-use crate::store::Store;
 use crate::store::migrations::{self, MIGRATION_LOCK_KEY};
 use crate::store::schema::{self, SchemaState};
 
@@ -67,7 +66,6 @@ pub(crate) async fn unlock(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// Keeps `readiness` true to the schema and the database until `stop` fires: the guard until it
 /// passes, then a ping every `interval` (and the guard again after any failed ping).
 pub async fn watch(
-    store: Store,
     readiness: Readiness,
     options: PgConnectOptions,
     history_table: String,
@@ -76,9 +74,13 @@ pub async fn watch(
     stop: CancellationToken,
 ) {
     let mut schema_passed = false;
+    let mut probe = Probe {
+        options: options.clone(),
+        conn: None,
+    };
     loop {
         let state = if schema_passed {
-            probe(&store).await
+            probe.check().await
         } else {
             match tokio::time::timeout(PROBE_TIMEOUT * 5, run(&options, &history_table, migrate))
                 .await
@@ -90,7 +92,7 @@ pub async fn watch(
                         tracing::warn!(diagnosis = %state, "serving a schema newer than this release");
                     }
                     schema_passed = true;
-                    probe(&store).await
+                    probe.check().await
                 }
                 Ok(Ok(state)) => State::NotServing(state.to_string()),
                 Ok(Err(e)) => State::NotServing(format!("database unreachable: {}", one_line(&e))),
@@ -113,15 +115,38 @@ pub async fn watch(
     }
 }
 
-/// One round trip through the pool.
-async fn probe(store: &Store) -> State {
-    match tokio::time::timeout(PROBE_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => State::Serving,
-        Ok(Err(e)) => State::NotServing(e.to_string()),
-        Err(_) => State::NotServing(format!(
-            "database unreachable: no answer within {}s",
-            PROBE_TIMEOUT.as_secs()
-        )),
+/// The database watch's own connection, so that a busy pool (every connection in use) is never
+/// mistaken for a lost database.
+struct Probe {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+}
+
+impl Probe {
+    /// One round trip, reconnecting first if the last probe failed.
+    async fn check(&mut self) -> State {
+        let attempt = async {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => self
+                    .conn
+                    .insert(PgConnection::connect_with(&self.options).await?),
+            };
+            sqlx::query("SELECT 1").execute(conn).await.map(drop)
+        };
+        let result = tokio::time::timeout(PROBE_TIMEOUT, attempt).await;
+        let state = match result {
+            Ok(Ok(())) => State::Serving,
+            Ok(Err(e)) => State::NotServing(crate::error::Error::from(e).to_string()),
+            Err(_) => State::NotServing(format!(
+                "database unreachable: no answer within {}s",
+                PROBE_TIMEOUT.as_secs()
+            )),
+        };
+        if state != State::Serving {
+            self.conn = None;
+        }
+        state
     }
 }
 

@@ -45,7 +45,9 @@ impl Readiness {
     /// Records a new state; logs and reports it only when it changed.
     pub async fn set(&self, new: State) {
         let changed = self.state.send_if_modified(|current| {
-            if *current == new {
+            // Once draining, stay NOT_SERVING: a database probe finishing late must not undo it.
+            let draining = matches!(current, State::NotServing(why) if why == SHUTTING_DOWN);
+            if *current == new || draining {
                 false
             } else {
                 *current = new.clone();

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +78,6 @@ impl Application {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(guard::watch(
-            store.clone(),
             readiness.clone(),
             config.database.clone(),
             config.history_table.clone(),
@@ -85,7 +85,9 @@ impl Application {
             config.db_check_interval,
             stop.clone(),
         ));
-        tasks.spawn(admin::serve(
+        // The admin listener outlives the drain, so /readyz can say "shutting down" meanwhile.
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(admin::serve(
             admin_listener,
             admin::AdminState {
                 readiness: Some(readiness.clone()),
@@ -93,7 +95,7 @@ impl Application {
                 pool: Some(pool.clone()),
                 health: None,
             },
-            stop.clone(),
+            admin_stop.clone(),
         ));
 
         let service = crate::grpc::limit_concurrency(
@@ -162,7 +164,17 @@ impl Application {
         stop.cancel();
         tasks.close();
         tasks.wait().await;
-        pool.close().await;
+        admin_stop.cancel();
+        if let Ok(Err(e)) = admin.await {
+            tracing::warn!(error = %e, "the admin listener failed");
+        }
+        // Calls abandoned by the shutdown timeout may still hold connections: don't wait for them.
+        if tokio::time::timeout(Duration::from_secs(1), pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closed the pool with connections still in use");
+        }
         match drained {
             Some(result) => result?,
             None => {

@@ -1,10 +1,13 @@
 //! Deadlines. tonic enforces a caller's `grpc-timeout` itself but answers CANCELLED; the contract
 //! says DEADLINE_EXCEEDED. So each call runs under the earlier of the caller's deadline and the
-//! server's request timeout, and gives up a moment before tonic's own timer would fire. Dropping
-//! the call's future rolls back its transaction: a call that runs out of time mints nothing.
+//! server's request timeout, and gives up a moment before tonic's own timer would fire. Both
+//! count from the request's arrival, which [`Arrival`] records in the outermost layer (tonic's
+//! timer starts there too, before the body is decoded). Dropping the call's future rolls back its
+//! transaction: a call that runs out of time mints nothing, unless time runs out during the commit
+//! itself, which then either completed or did not.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
 
@@ -12,7 +15,11 @@ use crate::error::Error;
 
 /// How much earlier than the caller's deadline we stop, so that our answer wins the race with
 /// tonic's timer (which starts a moment before ours and answers CANCELLED).
-const MARGIN: Duration = Duration::from_millis(5);
+const MARGIN: Duration = Duration::from_millis(20);
+
+/// When a request arrived, recorded by the outermost layer as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
 
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -32,9 +39,22 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// The time this call may take: the earlier of the caller's deadline (less the margin) and the
+/// When this call must be answered: the earlier of the caller's deadline (less the margin) and
+/// the server's timeout, counted from the request's arrival (or from now, without an [`Arrival`]).
+pub fn deadline<T>(
+    request: &tonic::Request<T>,
+    server_timeout: Option<Duration>,
+) -> Option<Instant> {
+    let arrival = request
+        .extensions()
+        .get::<Arrival>()
+        .map_or_else(Instant::now, |a| a.0);
+    budget(request.metadata(), server_timeout).map(|b| arrival + b)
+}
+
+/// The time a call may take: the earlier of the caller's timeout (less the margin) and the
 /// server's timeout.
-pub fn budget(metadata: &MetadataMap, server_timeout: Option<Duration>) -> Option<Duration> {
+fn budget(metadata: &MetadataMap, server_timeout: Option<Duration>) -> Option<Duration> {
     let caller = metadata
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
@@ -46,17 +66,17 @@ pub fn budget(metadata: &MetadataMap, server_timeout: Option<Duration>) -> Optio
     }
 }
 
-/// Runs `work` within `budget`.
+/// Runs `work` until `deadline`.
 ///
 /// # Errors
-/// [`Error::DeadlineExceeded`] when the budget runs out first; otherwise `work`'s own error.
+/// [`Error::DeadlineExceeded`] when the deadline passes first; otherwise `work`'s own error.
 pub async fn within<T>(
-    budget: Option<Duration>,
+    deadline: Option<Instant>,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match budget {
+    match deadline {
         None => work.await,
-        Some(budget) => tokio::time::timeout(budget, work)
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
             .await
             .unwrap_or(Err(Error::DeadlineExceeded)),
     }
@@ -89,7 +109,7 @@ mod tests {
         metadata.insert("grpc-timeout", "1S".parse().unwrap());
         assert_eq!(
             budget(&metadata, Some(Duration::from_secs(30))),
-            Some(Duration::from_millis(995))
+            Some(Duration::from_millis(980))
         );
         assert_eq!(
             budget(&metadata, Some(Duration::from_millis(10))),
@@ -104,7 +124,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok(())
         };
-        let result = within(Some(Duration::from_secs(1)), slow).await;
+        let result = within(Some(Instant::now() + Duration::from_secs(1)), slow).await;
         assert!(matches!(result, Err(Error::DeadlineExceeded)));
     }
 }

@@ -20,6 +20,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
+use super::deadline::Arrival;
 use crate::metrics::{RPC_DURATION, RPC_REQUESTS};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -56,19 +57,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        request.extensions_mut().insert(Arrival(started));
+        let method = method_label(request.uri().path());
         let span = tracing::info_span!("rpc", %method);
         let future = self.inner.call(request);
         Box::pin(
             async move {
-                let started = Instant::now();
                 let result = future.await;
                 let elapsed = started.elapsed();
                 // Unary calls that fail carry grpc-status in the headers ("trailers-only");
@@ -95,6 +91,21 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// The method name for labels: the last path segment for the services we serve, `other` for any
+/// other path, so that a client cannot create a time series per random path.
+fn method_label(path: &str) -> String {
+    const SERVICES: [&str; 4] = [
+        "/idminter.v1.IdMinter/",
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.v1.ServerReflection/",
+        "/grpc.reflection.v1alpha.ServerReflection/",
+    ];
+    match SERVICES.iter().find_map(|s| path.strip_prefix(s)) {
+        Some(method) if !method.is_empty() && !method.contains('/') => method.to_owned(),
+        _ => "other".to_owned(),
     }
 }
 
@@ -159,5 +170,24 @@ impl<S> Service<http::Request<Body>> for Limited<S> {
                 }
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded_to_the_methods_we_serve() {
+        assert_eq!(method_label("/idminter.v1.IdMinter/MintIds"), "MintIds");
+        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Check");
+        for path in [
+            "/x.Y/Z",
+            "/idminter.v1.IdMinter/",
+            "/idminter.v1.IdMinter/a/b",
+            "/random-1234",
+        ] {
+            assert_eq!(method_label(path), "other", "{path}");
+        }
     }
 }

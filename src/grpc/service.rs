@@ -59,8 +59,8 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         &self,
         request: Request<pb::MintIdsRequest>,
     ) -> Result<Response<pb::MintIdsResponse>, Status> {
-        let budget = deadline::budget(request.metadata(), self.request_timeout);
-        deadline::within(budget, async {
+        let deadline = deadline::deadline(&request, self.request_timeout);
+        deadline::within(deadline, async {
             self.readiness.check()?;
             let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
             let minted = self.store.mint(MintPlan::new(items)?).await?;
@@ -76,8 +76,8 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         &self,
         request: Request<pb::LookupIdsRequest>,
     ) -> Result<Response<pb::LookupIdsResponse>, Status> {
-        let budget = deadline::budget(request.metadata(), self.request_timeout);
-        deadline::within(budget, async {
+        let deadline = deadline::deadline(&request, self.request_timeout);
+        deadline::within(deadline, async {
             self.readiness.check()?;
             let ids =
                 convert::lookup_identifiers(request.into_inner(), &self.aliases, self.max_batch)?;
@@ -93,8 +93,8 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         &self,
         request: Request<pb::ResolveCanonicalIdsRequest>,
     ) -> Result<Response<pb::ResolveCanonicalIdsResponse>, Status> {
-        let budget = deadline::budget(request.metadata(), self.request_timeout);
-        deadline::within(budget, async {
+        let deadline = deadline::deadline(&request, self.request_timeout);
+        deadline::within(deadline, async {
             self.readiness.check()?;
             let ids = convert::canonical_ids(request.into_inner(), self.max_batch)?;
             let found = self.store.resolve(&ids).await?;

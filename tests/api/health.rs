@@ -169,6 +169,12 @@ async fn sigterm_reports_not_serving_drains_the_call_in_flight_and_exits_zero() 
         .expect("a NOT_SERVING update before the stream ends");
     assert_eq!(update.status(), ServingStatus::NotServing);
     server.wait_for_log("draining");
+    let (readyz, body) = http_get(server.admin_addr, "/readyz").await;
+    assert_eq!(
+        (readyz, body.as_str()),
+        (503, "NOT_SERVING: shutting down\n"),
+        "the admin listener outlives the drain"
+    );
     blocker.commit().await.unwrap();
 
     let response = call

@@ -517,19 +517,33 @@ pub fn postgres_addr() -> SocketAddr {
 /// Polls pg_stat_activity (a condition, not a clock) until some backend of this database is
 /// blocked on a lock.
 pub async fn wait_until_a_backend_waits_on_a_lock(db: &TestDatabase) {
-    for _ in 0..10_000 {
+    eventually("a backend waits on a lock", || async {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::task::yield_now().await;
+        waiting > 0
+    })
+    .await;
+}
+
+/// Polls `condition` until it holds, failing the test after 30 s. A bound, not a synchronisation:
+/// the condition is what the test waits for.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    panic!("no backend ever waited on a lock");
 }
 
 /// Inserts `work(value)` with `canonical_id` in a transaction left open: a call that writes the same

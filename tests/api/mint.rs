@@ -198,12 +198,11 @@ async fn matching_is_exact_case_sensitive_and_untrimmed() {
         .await
         .unwrap();
 
-    let mut ids: Vec<_> = response
+    let ids: std::collections::HashSet<_> = response
         .ids
         .iter()
-        .map(|m| m.canonical_id.clone())
+        .map(|m| m.canonical_id.as_str())
         .collect();
-    ids.dedup();
     assert_eq!(ids.len(), 3, "three identifiers, three IDs: {ids:?}");
 }
 

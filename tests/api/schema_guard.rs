@@ -45,14 +45,11 @@ async fn spawn_guarded(db: TestDatabase, history_table: &str, migrate: bool) -> 
 
 /// Polls `/readyz` (a condition, bounded) until the guard has replaced the start-up message.
 async fn wait_for_diagnosis(app: &TestApp) {
-    for _ in 0..3_000 {
+    eventually("the guard has run", || async {
         let (code, body) = http_get(app.admin_addr, "/readyz").await;
-        if code == 200 || !body.contains("has not passed yet") {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("the guard never ran");
+        code == 200 || !body.contains("has not passed yet")
+    })
+    .await;
 }
 
 #[tokio::test]
