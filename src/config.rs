@@ -64,12 +64,6 @@ pub struct DatabaseArgs {
     /// already records idminter's migrations under another name.
     #[arg(long, env = "IDMINTER_HISTORY_TABLE", default_value = HISTORY_TABLE, value_parser = parse_table_name)]
     pub history_table: String,
-    /// The most database connections this process opens.
-    #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
-    pub db_max_connections: u32,
-    /// How long a request waits for a free database connection before failing with UNAVAILABLE.
-    #[arg(long, env = "IDMINTER_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
-    pub db_acquire_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -78,13 +72,6 @@ impl DatabaseArgs {
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
         PgConnectOptions::from_str(&self.database_url)
             .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
-    }
-
-    pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            max_connections: self.db_max_connections,
-            acquire_timeout: self.db_acquire_timeout,
-        }
     }
 }
 
@@ -124,6 +111,12 @@ pub struct ServeArgs {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// The most database connections this process opens.
+    #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// How long a request waits for a free database connection before failing with UNAVAILABLE.
+    #[arg(long, env = "IDMINTER_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
     /// Apply pending migrations at start (an empty database gets the whole schema). Never acts on
     /// a database whose history table is missing.
     #[arg(long, env = "IDMINTER_MIGRATE")]
@@ -228,6 +221,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database,
+            db_max_connections,
+            db_acquire_timeout,
             migrate,
             ontology_aliases,
             max_batch,
@@ -241,7 +236,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database: database.connect_options()?,
-            pool: database.pool_settings(),
+            pool: PoolSettings {
+                max_connections: db_max_connections,
+                acquire_timeout: db_acquire_timeout,
+            },
             history_table: database.history_table,
             migrate,
             aliases: OntologyAliases::parse(&ontology_aliases).map_err(anyhow::Error::msg)?,

@@ -78,10 +78,13 @@ ensure_local_postgres() {
 
 # Creates database $2 on the server at admin URL $1 unless it exists.
 ensure_database() {
-  local admin=$1 name=$2
-  if command -v psql >/dev/null 2>&1; then
-    if [ "$(psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" != 1 ]; then
-      psql "$admin" -qc "CREATE DATABASE \"$name\"" >/dev/null
-    fi
+  local admin=$1 name=$2 psql
+  psql=$(command -v psql || echo "$(pg_bindir)/psql")
+  if [ ! -x "$psql" ]; then
+    log "psql not found: cannot create database $name (install postgresql-client)"
+    return 1
+  fi
+  if [ "$("$psql" "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'")" != 1 ]; then
+    "$psql" "$admin" -qc "CREATE DATABASE \"$name\"" >/dev/null
   fi
 }
