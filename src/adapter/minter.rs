@@ -3,7 +3,8 @@
 //! the adapter acts on differently: the documents' fault (retrying gives the same answer) and the
 //! minter's unavailability (retrying later helps).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use tonic::Code;
@@ -60,10 +61,10 @@ impl Minter {
 
     /// The canonical ID of every identifier in `mints`.
     ///
-    /// Items are deduplicated; items without a predecessor go first, so that when the request
-    /// has to be split, a predecessor minted by this batch is minted by an earlier call than the
-    /// identifiers inheriting from it (one level deep; longer chains in one batch are rare, and
-    /// isolating the documents one by one still mints them).
+    /// Items are deduplicated by source identifier (see [`dedupe`]); items without a predecessor
+    /// go first, so that when the request has to be split, a predecessor minted by this batch is
+    /// minted by an earlier call than the identifiers inheriting from it (one level deep; longer
+    /// chains in one batch are rare, and isolating the documents one by one still mints them).
     ///
     /// # Errors
     /// [`MintError::Rejected`] for the request's fault, [`MintError::Unavailable`] otherwise.
@@ -71,9 +72,7 @@ impl Minter {
         &self,
         mints: impl IntoIterator<Item = &'a Mint>,
     ) -> Result<HashMap<SourceKey, String>, MintError> {
-        let mut seen = HashSet::new();
-        let mut items: Vec<&Mint> = mints.into_iter().filter(|m| seen.insert(*m)).collect();
-        items.sort_by_key(|m| m.predecessor.is_some());
+        let items = dedupe(mints)?;
         let mut ids = HashMap::with_capacity(items.len());
         for chunk in items.chunks(self.max_batch) {
             self.mint_chunk(chunk, &mut ids).await?;
@@ -135,6 +134,42 @@ impl Minter {
     }
 }
 
+/// One item per source identifier, those without a predecessor first. An identifier named once
+/// with and once without a predecessor keeps the predecessor, as the minter does within one call:
+/// deduplicating by (source, predecessor) instead could put the two in different calls when the
+/// request is split, and the call without the predecessor would then mint a fresh ID for it.
+///
+/// # Errors
+/// [`MintError::Rejected`] when an identifier is named with two different predecessors, which the
+/// minter rejects too (INVALID_ARGUMENT) when both are in one call.
+fn dedupe<'a>(mints: impl IntoIterator<Item = &'a Mint>) -> Result<Vec<&'a Mint>, MintError> {
+    let mut position: HashMap<&SourceKey, usize> = HashMap::new();
+    let mut items: Vec<&Mint> = Vec::new();
+    for mint in mints {
+        match position.entry(&mint.source) {
+            Entry::Vacant(slot) => {
+                slot.insert(items.len());
+                items.push(mint);
+            }
+            Entry::Occupied(slot) => {
+                let kept = &mut items[*slot.get()];
+                match (&kept.predecessor, &mint.predecessor) {
+                    (None, Some(_)) => *kept = mint,
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(MintError::Rejected(format!(
+                            "{} is named with two different predecessors, {a} and {b}",
+                            mint.source
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    items.sort_by_key(|m| m.predecessor.is_some());
+    Ok(items)
+}
+
 fn classify(addr: &str, status: &tonic::Status) -> MintError {
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
@@ -146,6 +181,48 @@ fn classify(addr: &str, status: &tonic::Status) -> MintError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(value: &str) -> SourceKey {
+        SourceKey {
+            identifier_type: "sierra-system-number".to_owned(),
+            ontology_type: "Work".to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    fn mint(value: &str, predecessor: Option<&str>) -> Mint {
+        Mint {
+            source: key(value),
+            predecessor: predecessor.map(key),
+        }
+    }
+
+    #[test]
+    fn an_identifier_named_with_and_without_a_predecessor_keeps_the_predecessor() {
+        // f1 first without its predecessor (say, as a subject), then as itself with it: one item,
+        // with the predecessor, so that no call of a split request mints f1 afresh.
+        let mints = [
+            mint("f1", None),
+            mint("x", None),
+            mint("f1", Some("b1")),
+            mint("f1", None),
+            mint("x", None),
+        ];
+        let items = dedupe(&mints).unwrap();
+        assert_eq!(
+            items,
+            [&mints[1], &mints[2]],
+            "f1 is minted once, with b1, after x"
+        );
+    }
+
+    #[test]
+    fn an_identifier_named_with_two_different_predecessors_is_rejected() {
+        let mints = [mint("f1", Some("b1")), mint("f1", Some("b2"))];
+        assert!(matches!(dedupe(&mints), Err(MintError::Rejected(_))));
+        let same = [mint("f1", Some("b1")), mint("f1", Some("b1"))];
+        assert_eq!(dedupe(&same).unwrap(), [&same[0]]);
+    }
 
     #[test]
     fn only_the_documents_faults_count_as_rejections() {
