@@ -135,7 +135,7 @@ impl Adapter {
         });
 
         let queue = InputQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue_url.clone());
-        let output = Output::new(&config.output, &sdk);
+        let mut output = Output::new(&config.output, &sdk);
         tasks.spawn(poll_depth(
             queue.clone(),
             monitor.clone(),
@@ -160,6 +160,12 @@ impl Adapter {
                 stop.cancel();
             })
         };
+
+        // Once, before the first batch: documents larger than this are refused unsent.
+        tokio::select! {
+            () = stop.cancelled() => {}
+            () = output.read_limit() => {}
+        }
 
         let worker = Worker {
             queue,

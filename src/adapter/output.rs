@@ -2,10 +2,19 @@
 //! (PublishBatch). Documents are sent in as few calls as the services allow (10 entries and
 //! 256 KiB per call), and the answer sorts each document into accepted, refused for its own sake
 //! (a sender fault such as a message too large: retrying gives the same answer), or to retry (the
-//! call failed, or the service failed on that entry).
+//! output failed, or is unreachable, throttling, or misconfigured).
+//!
+//! A document must not hold back its batch-mates: one larger than the output takes (256 KiB for
+//! SNS, the queue's MaximumMessageSize for SQS) is refused here without being sent, and a call
+//! refused as a whole for a sender fault (a message or the batch too long, an invalid parameter)
+//! is split in halves and retried, down to the single document at fault, which is refused.
+
+use std::collections::VecDeque;
+use std::future::Future;
 
 use aws_sdk_sns::types::PublishBatchRequestEntry;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 
 use crate::adapter::args::OutputTarget;
 use crate::adapter::aws::describe;
@@ -14,12 +23,42 @@ use crate::adapter::queue::MAX_BATCH_ENTRIES;
 /// The most bytes of message bodies one SendMessageBatch or PublishBatch call may carry.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// A clean copy of an SDK error for the callers: one line with its cause chain.
-type CallError = String;
+/// The largest message SNS takes, and the size assumed for an SQS queue whose
+/// MaximumMessageSize cannot be read.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The error codes of a call refused as a whole for what it carries (AWS error codes, without
+/// the `AWS.SimpleQueueService.` or `com.amazonaws.sqs#` prefix). Any other error of a whole
+/// call (transport, 5xx, throttling, a queue or topic that does not exist, access denied) means
+/// the output is unavailable: the documents are not at fault, and retrying later may help.
+const SENDER_FAULT_CODES: [&str; 6] = [
+    "InvalidParameterValue",
+    "InvalidParameter",
+    "BatchRequestTooLong",
+    "MessageTooLong",
+    "InvalidMessageContents",
+    "ValidationError",
+];
+
+/// A call that failed as a whole.
+#[derive(Debug, Clone)]
+struct CallError {
+    /// Refused for what it carries: the same call gives the same answer.
+    sender_fault: bool,
+    /// One line, with the cause chain.
+    reason: String,
+}
 
 /// Where identified documents go.
 #[derive(Clone)]
-pub enum Output {
+pub struct Output {
+    target: Target,
+    /// The largest document the output takes, in bytes.
+    max_message_bytes: usize,
+}
+
+#[derive(Clone)]
+enum Target {
     Queue {
         client: aws_sdk_sqs::Client,
         url: String,
@@ -31,7 +70,7 @@ pub enum Output {
 }
 
 /// What became of the documents given to [`Output::publish`], by their index in its input.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Published {
     pub accepted: Vec<usize>,
     /// Refused for the document's own sake, with the reason.
@@ -43,70 +82,183 @@ pub struct Published {
 }
 
 impl Output {
+    /// An output that takes documents of up to 256 KiB until [`Output::read_limit`] says
+    /// otherwise.
     pub fn new(target: &OutputTarget, sdk: &aws_config::SdkConfig) -> Self {
-        match target {
-            OutputTarget::Queue(url) => Self::Queue {
+        let target = match target {
+            OutputTarget::Queue(url) => Target::Queue {
                 client: aws_sdk_sqs::Client::new(sdk),
                 url: url.clone(),
             },
-            OutputTarget::Topic(arn) => Self::Topic {
+            OutputTarget::Topic(arn) => Target::Topic {
                 client: aws_sdk_sns::Client::new(sdk),
                 arn: arn.clone(),
             },
+        };
+        Self {
+            target,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
     /// The queue URL or topic ARN, for logs.
     pub fn name(&self) -> &str {
-        match self {
-            Self::Queue { url, .. } => url,
-            Self::Topic { arn, .. } => arn,
+        match &self.target {
+            Target::Queue { url, .. } => url,
+            Target::Topic { arn, .. } => arn,
         }
     }
 
-    /// Sends each document once. Stops at the first call that fails as a whole (the output is
-    /// then most likely unavailable) and marks the documents not yet sent for retry.
+    /// The largest document the output takes, in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Reads an output queue's MaximumMessageSize, once; when it cannot be read, 256 KiB is
+    /// assumed (a smaller limit then shows as calls refused, which are split). A topic takes
+    /// 256 KiB.
+    pub async fn read_limit(&mut self) {
+        let Target::Queue { client, url } = &self.target else {
+            return;
+        };
+        let read = client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::MaximumMessageSize)
+            .send()
+            .await;
+        let limit = match read {
+            Ok(output) => output
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
+                .and_then(|v| v.parse::<usize>().ok())
+                .ok_or_else(|| "no MaximumMessageSize in the answer".to_owned()),
+            Err(e) => Err(describe(&e)),
+        };
+        match limit {
+            Ok(limit) => {
+                tracing::info!(output = %url, max_message_bytes = limit, "the output queue's MaximumMessageSize");
+                self.max_message_bytes = limit;
+            }
+            Err(reason) => {
+                tracing::warn!(output = %url, %reason, max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES,
+                    "could not read the output queue's MaximumMessageSize: assuming 256 KiB");
+            }
+        }
+    }
+
+    /// Sends each document once, except those larger than the output takes, which are refused
+    /// unsent. A call refused as a whole for a sender fault is split (see [`deliver`]). Stops at
+    /// the first call that fails as a whole for another reason (the output is then most likely
+    /// unavailable) and marks the documents not yet sent for retry.
     pub async fn publish(&self, documents: &[&str]) -> Published {
         let mut published = Published::default();
-        let chunks = chunk(documents);
-        for (n, indexes) in chunks.iter().enumerate() {
-            let result = match self {
-                Self::Queue { client, url } => send_to_queue(client, url, documents, indexes).await,
-                Self::Topic { client, arn } => {
-                    publish_to_topic(client, arn, documents, indexes).await
+        let mut sendable = Vec::with_capacity(documents.len());
+        for (i, doc) in documents.iter().enumerate() {
+            if doc.len() > self.max_message_bytes {
+                published.refused.push((
+                    i,
+                    format!(
+                        "{} bytes, more than {} takes ({} bytes)",
+                        doc.len(),
+                        self.name(),
+                        self.max_message_bytes
+                    ),
+                ));
+            } else {
+                sendable.push(i);
+            }
+        }
+        let chunks = chunk(documents, &sendable);
+        deliver(chunks, &mut published, |indexes| async move {
+            match &self.target {
+                Target::Queue { client, url } => {
+                    send_to_queue(client, url, documents, &indexes).await
                 }
-            };
-            match result {
-                Ok(outcome) => {
-                    for (i, failure) in outcome {
-                        match failure {
-                            None => published.accepted.push(i),
-                            Some(Failure {
-                                sender_fault: true,
-                                reason,
-                            }) => {
-                                published.refused.push((i, reason));
-                            }
-                            Some(Failure {
-                                sender_fault: false,
-                                reason,
-                            }) => {
-                                published.retry.push(i);
-                                published.unavailable = Some(reason);
-                            }
+                Target::Topic { client, arn } => {
+                    publish_to_topic(client, arn, documents, &indexes).await
+                }
+            }
+        })
+        .await;
+        published
+    }
+}
+
+/// Sends `chunks` in order with `send`, sorting their documents into `published`. A chunk
+/// refused as a whole for a sender fault is split in halves, each sent in its turn; a chunk of
+/// one so refused is refused. Any other failure of a whole call stops the sending: that chunk and
+/// the ones after it are to retry.
+async fn deliver<F, Fut>(chunks: Vec<Vec<usize>>, published: &mut Published, mut send: F)
+where
+    F: FnMut(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<ChunkOutcome, CallError>>,
+{
+    let mut pending: VecDeque<Vec<usize>> = chunks.into();
+    while let Some(indexes) = pending.pop_front() {
+        match send(indexes.clone()).await {
+            Ok(outcome) => {
+                for (i, failure) in outcome {
+                    match failure {
+                        None => published.accepted.push(i),
+                        Some(Failure {
+                            sender_fault: true,
+                            reason,
+                        }) => published.refused.push((i, reason)),
+                        Some(Failure {
+                            sender_fault: false,
+                            reason,
+                        }) => {
+                            published.retry.push(i);
+                            published.unavailable = Some(reason);
                         }
                     }
                 }
-                Err(reason) => {
-                    published
-                        .retry
-                        .extend(chunks[n..].iter().flatten().copied());
-                    published.unavailable = Some(reason);
-                    break;
+            }
+            Err(CallError {
+                sender_fault: true,
+                reason,
+            }) => {
+                if let [i] = indexes[..] {
+                    published.refused.push((i, reason));
+                } else {
+                    tracing::info!(documents = indexes.len(), %reason,
+                        "the output refused a call for what it carries: splitting it to find the documents at fault");
+                    let (first, second) = indexes.split_at(indexes.len() / 2);
+                    pending.push_front(second.to_vec());
+                    pending.push_front(first.to_vec());
                 }
             }
+            Err(CallError {
+                sender_fault: false,
+                reason,
+            }) => {
+                published.retry.extend(indexes);
+                published.retry.extend(pending.drain(..).flatten());
+                published.unavailable = Some(reason);
+                break;
+            }
         }
-        published
+    }
+}
+
+/// Whether an error of a whole call is the sender's fault, by its AWS error code.
+fn is_sender_fault(code: Option<&str>) -> bool {
+    code.map(|c| c.rsplit(['.', '#']).next().unwrap_or(c))
+        .is_some_and(|c| SENDER_FAULT_CODES.contains(&c))
+}
+
+/// A clean copy of an SDK error for the callers: its kind, and one line with its cause chain.
+fn call_error<E>(what: &str, error: &aws_sdk_sqs::error::SdkError<E>) -> CallError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let sender_fault = matches!(error, aws_sdk_sqs::error::SdkError::ServiceError(_))
+        && is_sender_fault(error.code());
+    CallError {
+        sender_fault,
+        reason: format!("{what}: {}", describe(error)),
     }
 }
 
@@ -115,22 +267,23 @@ struct Failure {
     reason: String,
 }
 
-/// Indexes of `documents`, grouped into calls of at most [`MAX_BATCH_ENTRIES`] entries and
+/// The `indexes` of `documents`, grouped into calls of at most [`MAX_BATCH_ENTRIES`] entries and
 /// [`MAX_BATCH_BYTES`] bytes (a single larger document goes alone, for the service to judge).
-fn chunk(documents: &[&str]) -> Vec<Vec<usize>> {
+fn chunk(documents: &[&str], indexes: &[usize]) -> Vec<Vec<usize>> {
     let mut chunks: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0;
-    for (i, doc) in documents.iter().enumerate() {
+    for &i in indexes {
+        let len = documents[i].len();
         let fits = chunks
             .last()
-            .is_some_and(|c| c.len() < MAX_BATCH_ENTRIES && bytes + doc.len() <= MAX_BATCH_BYTES);
+            .is_some_and(|c| c.len() < MAX_BATCH_ENTRIES && bytes + len <= MAX_BATCH_BYTES);
         if fits {
-            bytes += doc.len();
+            bytes += len;
             if let Some(last) = chunks.last_mut() {
                 last.push(i);
             }
         } else {
-            bytes = doc.len();
+            bytes = len;
             chunks.push(vec![i]);
         }
     }
@@ -170,7 +323,10 @@ async fn send_to_queue(
                 .id(p.to_string())
                 .message_body(documents[i])
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError {
+                    sender_fault: false,
+                    reason: e.to_string(),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let output = client
@@ -179,7 +335,7 @@ async fn send_to_queue(
         .set_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| format!("send to {url}: {}", describe(&e)))?;
+        .map_err(|e| call_error(&format!("send to {url}"), &e))?;
     let failed = output.failed().iter().map(|f| {
         (
             f.id.as_str(),
@@ -205,7 +361,10 @@ async fn publish_to_topic(
                 .id(p.to_string())
                 .message(documents[i])
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(|e| CallError {
+                    sender_fault: false,
+                    reason: e.to_string(),
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let output = client
@@ -214,7 +373,7 @@ async fn publish_to_topic(
         .set_publish_batch_request_entries(Some(entries))
         .send()
         .await
-        .map_err(|e| format!("publish to {arn}: {}", describe(&e)))?;
+        .map_err(|e| call_error(&format!("publish to {arn}"), &e))?;
     let failed = output.failed().iter().map(|f| {
         (
             f.id.as_str(),
@@ -234,13 +393,13 @@ mod tests {
     fn calls_carry_at_most_ten_entries_and_256_kib() {
         let small = "x".repeat(10);
         let docs: Vec<&str> = vec![small.as_str(); 23];
-        let sizes: Vec<usize> = chunk(&docs).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = chunk(&docs, &all(&docs)).iter().map(Vec::len).collect();
         assert_eq!(sizes, [10, 10, 3]);
 
         let big = "x".repeat(100 * 1024);
         let docs = [big.as_str(), big.as_str(), big.as_str(), small.as_str()];
         assert_eq!(
-            chunk(&docs),
+            chunk(&docs, &all(&docs)),
             [vec![0, 1], vec![2, 3]],
             "300 KiB do not fit one call"
         );
@@ -248,11 +407,146 @@ mod tests {
         let huge = "x".repeat(300 * 1024);
         let docs = [small.as_str(), huge.as_str(), small.as_str()];
         assert_eq!(
-            chunk(&docs),
+            chunk(&docs, &all(&docs)),
             [vec![0], vec![1], vec![2]],
             "an oversized document goes alone"
         );
-        assert!(chunk(&[]).is_empty());
+        assert_eq!(
+            chunk(&docs, &[0, 2]),
+            [vec![0, 2]],
+            "only the indexes given"
+        );
+        assert!(chunk(&[], &[]).is_empty());
+    }
+
+    fn all(docs: &[&str]) -> Vec<usize> {
+        (0..docs.len()).collect()
+    }
+
+    /// An output that refuses any call carrying one of `poison` as a whole, with `error`, and
+    /// accepts the others: (what became of the documents, the calls made).
+    async fn deliver_to(
+        chunks: Vec<Vec<usize>>,
+        poison: &[usize],
+        error: CallError,
+    ) -> (Published, Vec<Vec<usize>>) {
+        let mut published = Published::default();
+        let mut calls = Vec::new();
+        deliver(chunks, &mut published, |indexes| {
+            calls.push(indexes.clone());
+            let result = if indexes.iter().any(|i| poison.contains(i)) {
+                Err(error.clone())
+            } else {
+                Ok(indexes.iter().map(|&i| (i, None)).collect())
+            };
+            std::future::ready(result)
+        })
+        .await;
+        (published, calls)
+    }
+
+    fn refused_as_a_whole() -> CallError {
+        CallError {
+            sender_fault: true,
+            reason: "InvalidParameterValue: Message must be shorter than 1024 bytes".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_refused_for_a_sender_fault_is_split_down_to_the_document_at_fault() {
+        let (published, calls) = deliver_to(
+            vec![(0..10).collect(), vec![10, 11]],
+            &[6],
+            refused_as_a_whole(),
+        )
+        .await;
+        let mut accepted = published.accepted.clone();
+        accepted.sort_unstable();
+        assert_eq!(accepted, [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]);
+        assert_eq!(published.refused.len(), 1);
+        assert_eq!(published.refused[0].0, 6);
+        assert!(published.refused[0].1.contains("shorter than 1024"));
+        assert!(published.retry.is_empty());
+        assert_eq!(published.unavailable, None, "a sender fault is no outage");
+        // Halving: 10 -> 5 + (5 -> (2 -> 1 + 1) + 3), then the second chunk.
+        assert_eq!(calls.len(), 8, "{calls:?}");
+        assert_eq!(calls.last(), Some(&vec![10, 11]));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_of_one_refused_as_a_whole_is_refused() {
+        let (published, calls) = deliver_to(vec![vec![3]], &[3], refused_as_a_whole()).await;
+        assert_eq!(calls, [vec![3]]);
+        assert_eq!(published.refused.len(), 1);
+        assert!(published.accepted.is_empty() && published.retry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn any_other_failure_of_a_whole_call_stops_sending_and_retries_the_rest() {
+        let unavailable = CallError {
+            sender_fault: false,
+            reason: "dispatch failure: Connection refused".to_owned(),
+        };
+        let (published, calls) =
+            deliver_to(vec![vec![0, 1], vec![2, 3], vec![4]], &[2], unavailable).await;
+        assert_eq!(calls, [vec![0, 1], vec![2, 3]], "no split, no more calls");
+        assert_eq!(published.accepted, [0, 1]);
+        assert_eq!(published.retry, [2, 3, 4]);
+        assert!(published.refused.is_empty());
+        assert!(published.unavailable.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_document_larger_than_the_output_takes_is_refused_unsent() {
+        // No endpoint answers here: only the refusal, made before any call, can come back.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(crate::adapter::aws::behavior_version())
+            .region(aws_config::Region::new("eu-west-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let output = Output::new(
+            &OutputTarget::Topic("arn:aws:sns:eu-west-1:1:t".to_owned()),
+            &sdk,
+        );
+        assert_eq!(output.max_message_bytes(), 256 * 1024);
+        let large = "x".repeat(256 * 1024 + 1);
+        let published = output.publish(&[large.as_str()]).await;
+        assert_eq!(published.refused.len(), 1, "{published:?}");
+        assert!(
+            published.refused[0].1.contains("262145 bytes"),
+            "{published:?}"
+        );
+        assert!(published.accepted.is_empty() && published.retry.is_empty());
+        assert_eq!(published.unavailable, None);
+    }
+
+    #[test]
+    fn only_what_the_call_carries_is_a_sender_fault() {
+        for code in [
+            "InvalidParameterValue",
+            "AWS.SimpleQueueService.BatchRequestTooLong",
+            "com.amazonaws.sqs#BatchRequestTooLong",
+            "MessageTooLong",
+            "InvalidMessageContents",
+            "InvalidParameter",
+        ] {
+            assert!(is_sender_fault(Some(code)), "{code}");
+        }
+        for code in [
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+            "NotFound",
+            "AccessDenied",
+            "AuthorizationError",
+            "RequestThrottled",
+            "Throttling",
+            "InternalError",
+            "ServiceUnavailable",
+            "KMS.ThrottlingException",
+        ] {
+            assert!(!is_sender_fault(Some(code)), "{code}");
+        }
+        assert!(!is_sender_fault(None), "no code: a transport failure");
     }
 
     #[test]

@@ -148,7 +148,8 @@ impl Aws {
         (queue, dlq)
     }
 
-    async fn queue_with(
+    /// A new queue with the given attributes.
+    pub async fn queue_with(
         &self,
         role: &str,
         attributes: HashMap<QueueAttributeName, String>,
