@@ -17,6 +17,7 @@ use idminter::pb;
 use idminter::pb::id_minter_client::IdMinterClient;
 use serde_json::{Value, json};
 
+pub use crate::helpers::eventually;
 use crate::helpers::{self, ServerProcess, ServingStatus};
 
 pub const REGION: &str = "eu-west-1";
@@ -591,20 +592,6 @@ pub fn queue_to_queue<'a>(
         "--minter-addr",
         minter_url,
     ]
-}
-
-/// Polls `condition` (every 100 ms) until it holds; fails after [`DEADLINE`]. A bound, not a
-/// synchronisation: the condition is what the test waits for.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < DEADLINE, "never came true: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // === documents ===

@@ -542,7 +542,7 @@ where
             std::time::Instant::now() < deadline,
             "gave up waiting until {what}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
