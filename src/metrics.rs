@@ -14,6 +14,7 @@ pub const DB_POOL_CONNECTIONS: &str = "idminter_db_pool_connections";
 pub const ADAPTER_MESSAGES: &str = "idminter_adapter_messages_total";
 pub const ADAPTER_OLDEST_MESSAGE_AGE: &str = "idminter_adapter_oldest_message_age_seconds";
 pub const ADAPTER_QUEUE_DEPTH: &str = "idminter_adapter_queue_depth";
+pub const ID_CACHE_LOOKUPS: &str = "idminter_id_cache_lookups_total";
 
 /// Latency buckets from 0.5 ms (one cached identifier) to 30 s (the default request timeout).
 const DURATION_BUCKETS: &[f64] = &[
@@ -62,5 +63,9 @@ fn describe() {
     metrics::describe_gauge!(
         ADAPTER_QUEUE_DEPTH,
         "ApproximateNumberOfMessages of the input queue"
+    );
+    metrics::describe_counter!(
+        ID_CACHE_LOOKUPS,
+        "identifiers looked up in the in-process cache, by result (hit, miss)"
     );
 }

@@ -1,8 +1,9 @@
 //! Carrying out a MintIds plan in one transaction, correct against concurrent callers on other
 //! server processes without locks of our own:
 //!
-//! 1. Look up every identifier and predecessor (outside any transaction: mappings never change, so
-//!    what is known stays known). If all are known, that is the answer: one round trip, no write.
+//! 1. Look up every identifier and predecessor, in the cache and then in the table (outside any
+//!    transaction: mappings never change, so what is known stays known). If all are known, that is
+//!    the answer: at most one round trip, no write.
 //! 2. Insert the new roots with freshly drawn IDs, and the identifiers inheriting from an already
 //!    minted predecessor, with `ON CONFLICT DO NOTHING`. A row comes back skipped when another call
 //!    inserted the identifier first, even one that committed after our snapshot (the insert sees
@@ -13,10 +14,12 @@
 //! 4. Insert the identifiers inheriting from a root of this call, now that every root's final ID is
 //!    known, and settle their skipped rows as in step 3.
 //!
-//! The uniqueness constraints decide every race; the code only reports what they decided.
+//! The uniqueness constraints decide every race; the code only reports what they decided. Only
+//! step 1's reads fill the cache, never what a call writes.
 
 use sqlx::PgPool;
 
+use super::cache::IdCache;
 use super::queries::{self, NewRow};
 use crate::domain::{CanonicalId, MintOutcome, MintPlan, Minted, Pending};
 use crate::error::Error;
@@ -25,8 +28,8 @@ use crate::error::Error;
 /// IDs, even a table of 10^9 rows makes one retry rare and eight consecutive ones impossible.
 const MAX_ID_DRAWS: usize = 8;
 
-pub async fn mint(pool: &PgPool, plan: MintPlan) -> Result<Vec<Minted>, Error> {
-    let known = queries::lookup(pool, plan.to_look_up()).await?;
+pub async fn mint(pool: &PgPool, cache: &IdCache, plan: MintPlan) -> Result<Vec<Minted>, Error> {
+    let known = super::lookup(pool, cache, plan.to_look_up()).await?;
     let mut pending = plan.resolve(known)?;
 
     if !pending.is_complete() {

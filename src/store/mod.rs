@@ -3,17 +3,20 @@
 //! of round trips whatever its size.
 
 pub mod baseline;
+pub mod cache;
 pub mod migrations;
 mod mint;
 pub mod queries;
 pub mod schema;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use self::cache::IdCache;
 use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
 use crate::error::Error;
 
@@ -44,15 +47,25 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
         .connect_lazy_with(options)
 }
 
-/// The mappings, behind a connection pool.
+/// The mappings, behind a connection pool and a bounded cache of the mappings already seen.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    cache: Arc<IdCache>,
 }
 
 impl Store {
+    /// A store with a cache of [`cache::DEFAULT_CAPACITY`] mappings.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self::with_id_cache(pool, cache::DEFAULT_CAPACITY)
+    }
+
+    /// A store caching at most `capacity` mappings (0: none).
+    pub fn with_id_cache(pool: PgPool, capacity: usize) -> Self {
+        Self {
+            pool,
+            cache: Arc::new(IdCache::new(capacity)),
+        }
     }
 
     /// The canonical ID of each identifier, in order; `None` where it has none. One round trip.
@@ -63,7 +76,7 @@ impl Store {
         &self,
         ids: &[SourceIdentifier],
     ) -> Result<Vec<Option<CanonicalId>>, Error> {
-        Ok(queries::lookup(&self.pool, ids).await?)
+        Ok(lookup(&self.pool, &self.cache, ids.iter()).await?)
     }
 
     /// The identifiers that carry each canonical ID, in order. One round trip.
@@ -87,7 +100,7 @@ impl Store {
     /// [`Error::PredecessorNotMinted`] before anything is written; [`Error::Unavailable`] and
     /// [`Error::Internal`] after rolling back whatever was written.
     pub async fn mint(&self, plan: MintPlan) -> Result<Vec<Minted>, Error> {
-        mint::mint(&self.pool, plan).await
+        mint::mint(&self.pool, &self.cache, plan).await
     }
 
     /// One round trip, to tell whether the database answers.
@@ -98,4 +111,31 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+/// The canonical ID of each identifier, in order: from the cache where it has them, from one
+/// lookup query for the rest, whose answers then join the cache.
+async fn lookup<'a>(
+    pool: &PgPool,
+    cache: &IdCache,
+    ids: impl Iterator<Item = &'a SourceIdentifier> + Clone,
+) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
+    let mut found: Vec<Option<CanonicalId>> = ids.clone().map(|id| cache.get(id)).collect();
+    let misses: Vec<usize> = (0..found.len()).filter(|&k| found[k].is_none()).collect();
+    metrics::counter!(crate::metrics::ID_CACHE_LOOKUPS, "result" => "hit")
+        .increment((found.len() - misses.len()) as u64);
+    metrics::counter!(crate::metrics::ID_CACHE_LOOKUPS, "result" => "miss")
+        .increment(misses.len() as u64);
+    if misses.is_empty() {
+        return Ok(found);
+    }
+    let ids: Vec<&SourceIdentifier> = ids.collect();
+    let answers = queries::lookup(pool, misses.iter().map(|&k| ids[k])).await?;
+    for (&k, answer) in misses.iter().zip(answers) {
+        if let Some(id) = &answer {
+            cache.insert(ids[k], id);
+        }
+        found[k] = answer;
+    }
+    Ok(found)
 }
