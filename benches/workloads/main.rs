@@ -155,6 +155,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             floor: None,
             server_peak_rss: None,
             server_cpu_cores: None,
+            cache_hit_rate: None,
             machine_cpu_cores_service: None,
             machine_cpu_cores_floor: None,
         };
@@ -178,6 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 clients.push(Client::Service(ServiceClient::new(server.channel().await?)));
             }
             rss_per_workload &= server.reset_peak_rss();
+            let cache_before = server.cache_lookups().await;
             let cpu_before = cpu_seconds(Some(server.pid()));
             let started = Instant::now();
             let (sample, machine) = measure(clients, workload, &source, &args)
@@ -188,6 +190,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .zip(cpu_after)
                 .map(|(b, a)| (a - b) / started.elapsed().as_secs_f64());
             row.server_peak_rss = server.peak_rss();
+            row.cache_hit_rate =
+                cache_before
+                    .zip(server.cache_lookups().await)
+                    .and_then(|((h0, m0), (h1, m1))| {
+                        let lookups = (h1 - h0) + (m1 - m0);
+                        (lookups > 0.0).then(|| (h1 - h0) / lookups)
+                    });
             row.service = Some(sample);
             row.machine_cpu_cores_service = machine;
         }

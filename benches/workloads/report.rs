@@ -15,6 +15,8 @@ pub struct Row {
     pub server_peak_rss: Option<u64>,
     /// CPU the server used, in cores, while the service side ran (warm-up included).
     pub server_cpu_cores: Option<f64>,
+    /// The share of identifiers the server's cache answered (warm-up included).
+    pub cache_hit_rate: Option<f64>,
     /// CPU the whole machine used, in cores, while each side ran.
     pub machine_cpu_cores_service: Option<f64>,
     pub machine_cpu_cores_floor: Option<f64>,
@@ -60,12 +62,12 @@ fn thousands(x: f64) -> String {
 /// The table, as Markdown (it reads in a terminal and pastes into BENCHMARKS.md).
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| workload | ids/call | clients | service ids/s | floor ids/s | ratio | service p50 / p99 ms | floor p50 / p99 ms | server peak RSS | server CPU |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | ids/call | clients | service ids/s | floor ids/s | ratio | service p50 / p99 ms | floor p50 / p99 ms | server peak RSS | server CPU | cache hits |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.workload.name(),
             r.workload.ids_per_call(),
             r.clients,
@@ -78,6 +80,8 @@ pub fn table(rows: &[Row]) -> String {
                 .map_or("-".to_owned(), |b| format!("{:.0} MB", b as f64 / 1e6)),
             r.server_cpu_cores
                 .map_or("-".to_owned(), |c| format!("{c:.2} cores")),
+            r.cache_hit_rate
+                .map_or("-".to_owned(), |h| format!("{:.0}%", h * 100.0)),
         ));
     }
     out
@@ -114,6 +118,7 @@ pub fn rows_json(rows: &[Row]) -> Value {
                     "ratio": r.ratio(),
                     "server_peak_rss_bytes": r.server_peak_rss,
                     "server_cpu_cores": r.server_cpu_cores,
+                    "cache_hit_rate": r.cache_hit_rate,
                     "machine_cpu_cores": {
                         "service": r.machine_cpu_cores_service,
                         "floor": r.machine_cpu_cores_floor,

@@ -18,6 +18,7 @@ use tonic_health::pb::health_client::HealthClient;
 pub struct Server {
     child: Child,
     pub grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
 }
 
 impl Server {
@@ -56,6 +57,7 @@ impl Server {
         let mut server = Self {
             child,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -67,6 +69,10 @@ impl Server {
                 server.grpc_addr = json["grpc_addr"]
                     .as_str()
                     .context("grpc_addr in the listening line")?
+                    .parse()?;
+                server.admin_addr = json["admin_addr"]
+                    .as_str()
+                    .context("admin_addr in the listening line")?
                     .parse()?;
                 break;
             }
@@ -98,6 +104,26 @@ impl Server {
             .tcp_nodelay(true)
             .connect()
             .await?)
+    }
+
+    /// The identifier cache's hits and misses so far, from the admin listener's `/metrics`.
+    pub async fn cache_lookups(&self) -> Option<(f64, f64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.ok()?;
+        let sample = |result: &str| {
+            let prefix = format!("idminter_id_cache_lookups_total{{result=\"{result}\"}} ");
+            body.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Some((sample("hit"), sample("miss")))
     }
 
     pub fn pid(&self) -> u32 {
