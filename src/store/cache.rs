@@ -14,7 +14,8 @@
 //! to 54 bytes; the ID inline), sized once for its share of the capacity so it never rehashes.
 //! A full shard evicts by CLOCK (second chance) over its buckets: an entry found again since the
 //! hand last passed survives one more round, so the identifiers a pipeline keeps meeting (subjects,
-//! people) stay while the one-off identifiers of a reindex pass through. About 85 bytes an entry.
+//! people) stay while the one-off identifiers of a reindex pass through. About 85 bytes an entry
+//! (72 per bucket, buckets at most 7/8 full).
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Mutex;
@@ -23,10 +24,11 @@ use hashbrown::HashTable;
 
 use crate::domain::{CanonicalId, SourceIdentifier};
 
-/// Entries kept by default: about 40 MB, within the server's memory budget of 150 MB. Each shard
-/// then holds 7,032 entries in 8,192 buckets (tables have a power of two of buckets, at most 7/8
-/// full).
-pub const DEFAULT_CAPACITY: usize = 450_000;
+/// Entries kept by default: 64 shards of 3,584 entries in 4,096 buckets (tables have a power of
+/// two of buckets, at most 7/8 full), about 19 MB. Measured (BENCHMARKS.md): eight concurrent
+/// 10,200-identifier calls take the server to about 135 MB with this, within its budget of 150 MB;
+/// twice as many entries took it past.
+pub const DEFAULT_CAPACITY: usize = 229_376;
 /// Shards: enough that concurrent calls rarely wait for each other's lock.
 const SHARDS: usize = 64;
 
@@ -319,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_entry_fits_the_memory_budget() {
-        // 450,000 entries in 64 x 8,192 buckets of this size: about 38 MB.
+        // The default capacity in 64 x 4,096 buckets of this size: about 19 MB.
         assert!(
             std::mem::size_of::<Entry>() <= 72,
             "{}",
@@ -327,7 +329,7 @@ mod tests {
         );
         let cache = IdCache::new(DEFAULT_CAPACITY);
         let shard = lock(&cache.shards[0]);
-        assert_eq!(shard.table.num_buckets(), 8192);
+        assert_eq!(shard.table.num_buckets(), 4096);
         assert!(shard.table.capacity() >= cache.per_shard);
     }
 
