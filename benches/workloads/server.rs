@@ -45,10 +45,13 @@ impl Server {
         let stderr = child.stderr.take().context("the server's stderr")?;
         let (tx, lines) = mpsc::channel::<String>();
         // Reads the log for as long as the server runs (a full pipe would stall it), hands the
-        // first lines to `start`, and echoes warnings and errors.
+        // first lines to `start`, and echoes warnings and errors, except the driver's slow-statement
+        // warnings, which a saturated database gives by the hundred.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
+                let loud =
+                    line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"");
+                if loud && !line.contains("slow statement") {
                     eprintln!("server: {line}");
                 }
                 let _ = tx.send(line);
