@@ -73,7 +73,7 @@ impl Application {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
         let pool = store::connect_lazy(config.database.clone(), &config.pool);
-        let store = Store::new(pool.clone());
+        let store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

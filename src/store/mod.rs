@@ -55,11 +55,6 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store with a cache of [`cache::DEFAULT_CAPACITY`] mappings.
-    pub fn new(pool: PgPool) -> Self {
-        Self::with_id_cache(pool, cache::DEFAULT_CAPACITY)
-    }
-
     /// A store caching at most `capacity` mappings (0: none).
     pub fn with_id_cache(pool: PgPool, capacity: usize) -> Self {
         Self {

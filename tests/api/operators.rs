@@ -177,6 +177,36 @@ async fn metrics_count_calls_by_method_and_code_and_identifiers_by_outcome() {
 }
 
 #[tokio::test]
+async fn the_id_cache_capacity_flag_reaches_the_store() {
+    let hits = r#"idminter_id_cache_lookups_total{result="hit"}"#;
+    let off = spawn_app_with(TestDatabase::migrated().await, |c| c.id_cache_capacity = 0)
+        .await
+        .wait_until(ServingStatus::Serving)
+        .await;
+    let before = metric(&off, hits).await;
+
+    // Minted, then looked up twice: the second lookup is a hit only if the cache keeps anything.
+    off.mint(vec![item(work("a"))]).await.unwrap();
+    off.lookup(vec![work("a")]).await.unwrap();
+    off.lookup(vec![work("a")]).await.unwrap();
+
+    assert_eq!(
+        metric(&off, hits).await - before,
+        0.0,
+        "a cache of capacity 0 never hits"
+    );
+    let on = spawn_app().await;
+    let before = metric(&on, hits).await;
+    on.mint(vec![item(work("a"))]).await.unwrap();
+    on.lookup(vec![work("a")]).await.unwrap();
+    on.lookup(vec![work("a")]).await.unwrap();
+    assert!(
+        metric(&on, hits).await - before >= 1.0,
+        "the default cache hits"
+    );
+}
+
+#[tokio::test]
 async fn calls_beyond_the_concurrency_limit_are_resource_exhausted_and_health_is_not_limited() {
     let db = TestDatabase::migrated().await;
     let app = spawn_app_with(db, |c| c.concurrency_limit = 1)
