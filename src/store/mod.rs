@@ -97,15 +97,6 @@ impl Store {
     pub async fn mint(&self, plan: MintPlan) -> Result<Vec<Minted>, Error> {
         mint::mint(&self.pool, &self.cache, plan).await
     }
-
-    /// One round trip, to tell whether the database answers.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when it does not.
-    pub async fn ping(&self) -> Result<(), Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 /// The canonical ID of each identifier, in order: from the cache where it has them, from one
