@@ -127,13 +127,8 @@ async fn insert_and_settle(
             minted: *minted,
         })
         .collect();
-    let inserted = queries::insert(&mut *tx, &new_rows).await?;
+    let was_inserted = queries::insert(&mut *tx, &new_rows).await?;
     drop(new_rows);
-
-    let mut was_inserted = vec![false; rows.len()];
-    for k in inserted {
-        was_inserted[k] = true;
-    }
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {
         if inserted {

@@ -100,7 +100,7 @@ pub async fn resolve<'e>(
         .collect()
 }
 
-/// Inserts the rows that do not conflict and returns the indexes (in `rows`) of those inserted.
+/// Inserts the rows that do not conflict and tells, for each row in `rows`, whether it was inserted.
 /// A row is skipped when its identifier already has a row (another call got there first, possibly
 /// after this transaction's snapshot) or when its freshly drawn ID is already taken.
 ///
@@ -109,7 +109,7 @@ pub async fn resolve<'e>(
 pub async fn insert<'e>(
     db: impl PgExecutor<'e>,
     rows: &[NewRow<'_>],
-) -> Result<Vec<usize>, sqlx::Error> {
+) -> Result<Vec<bool>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -147,15 +147,17 @@ pub async fn insert<'e>(
     .fetch_one(db)
     .await?;
     // ORDINALITY counts from 1, in sorted order.
-    inserted
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| match usize::try_from(i) {
-            Ok(i) if (1..=rows.len()).contains(&i) => Ok(order[i - 1]),
-            _ => Err(sqlx::Error::Protocol(format!(
-                "insert answered ordinal {i} for {} rows",
-                rows.len()
-            ))),
-        })
-        .collect()
+    let mut was_inserted = vec![false; rows.len()];
+    for i in inserted.unwrap_or_default() {
+        match usize::try_from(i) {
+            Ok(i) if (1..=rows.len()).contains(&i) => was_inserted[order[i - 1]] = true,
+            _ => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "insert answered ordinal {i} for {} rows",
+                    rows.len()
+                )));
+            }
+        }
+    }
+    Ok(was_inserted)
 }
