@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -19,6 +20,8 @@ pub mod guard;
 pub mod metrics;
 pub mod pb;
 pub mod readiness;
+pub mod reload;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
