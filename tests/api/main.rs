@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod dockerfile;
 mod health;
+mod logs;
 mod lookup;
 mod mint;
 mod operators;
