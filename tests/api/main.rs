@@ -10,6 +10,7 @@ mod export;
 mod health;
 mod import;
 mod import_live;
+mod logs;
 mod lookup;
 mod mint;
 mod operators;
