@@ -111,7 +111,11 @@ pub struct ServeArgs {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The most database connections this process opens.
+    /// A streaming replica of the database for the reads (LookupIds, ResolveCanonicalIds, MintIds'
+    /// lookups); what it lacks is asked of the primary, and while it is unreachable everything is.
+    #[arg(long, env = "IDMINTER_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+    /// The most database connections this process opens (to each of the primary and the replica).
     #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long a request waits for a free database connection before failing with UNAVAILABLE.
@@ -183,6 +187,8 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub database: PgConnectOptions,
+    /// The read replica, if any.
+    pub read_database: Option<PgConnectOptions>,
     pub pool: PoolSettings,
     pub id_cache_capacity: usize,
     pub history_table: String,
@@ -203,6 +209,7 @@ impl ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
+            read_database: None,
             pool: PoolSettings::default(),
             id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
             history_table: HISTORY_TABLE.to_owned(),
@@ -227,6 +234,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database,
+            read_database_url,
             db_max_connections,
             db_acquire_timeout,
             id_cache_capacity,
@@ -243,6 +251,15 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database: database.connect_options()?,
+            read_database: read_database_url
+                .map(|url| {
+                    PgConnectOptions::from_str(&url).map_err(|e| {
+                        anyhow::anyhow!(
+                            "IDMINTER_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}"
+                        )
+                    })
+                })
+                .transpose()?,
             pool: PoolSettings {
                 max_connections: db_max_connections,
                 acquire_timeout: db_acquire_timeout,

@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
 use crate::readiness::{Readiness, SHUTTING_DOWN, State};
+use crate::store::replica::ReadReplica;
 use crate::store::{self, Store};
 use crate::{admin, guard, pb};
 
@@ -73,10 +74,23 @@ impl Application {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
         let pool = store::connect_lazy(config.database.clone(), &config.pool);
-        let store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
+        let mut store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let mut read_pool = None;
+        if let Some(options) = &config.read_database {
+            let replica_pool = store::connect_lazy(options.clone(), &config.pool);
+            let replica = ReadReplica::new(replica_pool.clone());
+            tasks.spawn(store::replica::watch(
+                replica.clone(),
+                options.clone(),
+                config.db_check_interval,
+                stop.clone(),
+            ));
+            store = store.with_read_replica(replica);
+            read_pool = Some(replica_pool);
+        }
         tasks.spawn(guard::watch(
             readiness.clone(),
             config.database.clone(),
@@ -169,7 +183,13 @@ impl Application {
             tracing::warn!(error = %e, "the admin listener failed");
         }
         // Calls abandoned by the shutdown timeout may still hold connections: don't wait for them.
-        if tokio::time::timeout(Duration::from_secs(1), pool.close())
+        let closing = async {
+            pool.close().await;
+            if let Some(read_pool) = &read_pool {
+                read_pool.close().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(1), closing)
             .await
             .is_err()
         {

@@ -3,7 +3,9 @@
 //!
 //! 1. Look up every identifier and predecessor, in the cache and then in the table (outside any
 //!    transaction: mappings never change, so what is known stays known). If all are known, that is
-//!    the answer: at most one round trip, no write.
+//!    the answer: at most one round trip, no write. With a read replica, the table is first the
+//!    replica's and then the primary's for whatever the replica lacks, so a lagging replica never
+//!    leads to minting an identifier the primary already has.
 //! 2. Insert the new roots with freshly drawn IDs, and the identifiers inheriting from an already
 //!    minted predecessor, with `ON CONFLICT DO NOTHING`. A row comes back skipped when another call
 //!    inserted the identifier first, even one that committed after our snapshot (the insert sees
@@ -28,8 +30,13 @@ use crate::error::Error;
 /// IDs, even a table of 10^9 rows makes one retry rare and eight consecutive ones impossible.
 const MAX_ID_DRAWS: usize = 8;
 
-pub async fn mint(pool: &PgPool, cache: &IdCache, plan: MintPlan) -> Result<Vec<Minted>, Error> {
-    let known = super::lookup(pool, cache, plan.to_look_up()).await?;
+pub(super) async fn mint(
+    pool: &PgPool,
+    reads: &super::Reads,
+    cache: &IdCache,
+    plan: MintPlan,
+) -> Result<Vec<Minted>, Error> {
+    let known = super::lookup(reads, cache, plan.to_look_up()).await?;
     let mut pending = plan.resolve(known)?;
 
     if !pending.is_complete() {
