@@ -7,6 +7,7 @@ mod helpers;
 mod cache;
 mod dockerfile;
 mod health;
+mod logs;
 mod lookup;
 mod mint;
 mod operators;
