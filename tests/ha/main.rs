@@ -8,4 +8,5 @@ mod helpers;
 mod app;
 mod cluster;
 
+mod failover;
 mod replica;
