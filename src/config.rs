@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// lookups); what it lacks is asked of the primary, and while it is unreachable everything is.
     #[arg(long, env = "IDMINTER_READ_DATABASE_URL", hide_env_values = true)]
     pub read_database_url: Option<String>,
+    /// The database URLs reach a connection pooler in transaction mode (pgbouncer's
+    /// `pool_mode = transaction`): every statement goes unnamed inside a transaction of its own.
+    /// Migrations need a direct connection: not with `--migrate`.
+    #[arg(long, env = "IDMINTER_TRANSACTION_POOLER", conflicts_with = "migrate")]
+    pub transaction_pooler: bool,
     /// The most database connections this process opens (to each of the primary and the replica).
     #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -189,6 +194,8 @@ pub struct ServeConfig {
     pub database: PgConnectOptions,
     /// The read replica, if any.
     pub read_database: Option<PgConnectOptions>,
+    /// Both URLs reach a pooler in transaction mode (see `store::pooler`).
+    pub transaction_pooler: bool,
     pub pool: PoolSettings,
     pub id_cache_capacity: usize,
     pub history_table: String,
@@ -210,6 +217,7 @@ impl ServeConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
             read_database: None,
+            transaction_pooler: false,
             pool: PoolSettings::default(),
             id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
             history_table: HISTORY_TABLE.to_owned(),
@@ -235,6 +243,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             admin_addr,
             database,
             read_database_url,
+            transaction_pooler,
             db_max_connections,
             db_acquire_timeout,
             id_cache_capacity,
@@ -260,6 +269,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     })
                 })
                 .transpose()?,
+            transaction_pooler,
             pool: PoolSettings {
                 max_connections: db_max_connections,
                 acquire_timeout: db_acquire_timeout,
@@ -298,6 +308,22 @@ mod tests {
         ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
+        let parsed = Cli::try_parse_from([
+            "idminter",
+            "serve",
+            "--database-url",
+            "postgres://x@h/db",
+            "--transaction-pooler",
+            "--migrate",
+        ]);
+        assert_eq!(
+            parsed.unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

@@ -37,7 +37,12 @@ pub async fn run(
     // releases it, so a pooled connection never carries a stale lock.
     let mut conn = PgConnection::connect_with(options).await?;
     if !migrate {
-        let state = schema::inspect(&mut conn, history_table).await?;
+        // In one transaction, so that a pooler in transaction mode (pgbouncer) keeps every
+        // statement on one server connection, and leaving no prepared statement behind on it.
+        let mut tx = conn.begin().await?;
+        let state = schema::inspect(&mut tx, history_table).await?;
+        sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+        tx.rollback().await?;
         conn.close().await?;
         return Ok(state);
     }

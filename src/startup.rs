@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
 use crate::readiness::{Readiness, SHUTTING_DOWN, State};
+use crate::store::pooler::Statements;
 use crate::store::replica::ReadReplica;
 use crate::store::{self, Store};
 use crate::{admin, guard, pb};
@@ -73,14 +74,29 @@ impl Application {
         let metrics = crate::metrics::install();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
-        let pool = store::connect_lazy(config.database.clone(), &config.pool);
-        let mut store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
+        // Through a transaction-mode pooler, sqlx's statement cache would name statements that
+        // live on whichever server connection the pooler lent (see store::pooler).
+        let statements = if config.transaction_pooler {
+            Statements::Unnamed
+        } else {
+            Statements::Prepared
+        };
+        let pool_options = |options: &sqlx::postgres::PgConnectOptions| {
+            if config.transaction_pooler {
+                options.clone().statement_cache_capacity(0)
+            } else {
+                options.clone()
+            }
+        };
+        let pool = store::connect_lazy(pool_options(&config.database), &config.pool);
+        let mut store = Store::with_id_cache(pool.clone(), config.id_cache_capacity)
+            .with_statements(statements);
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut read_pool = None;
         if let Some(options) = &config.read_database {
-            let replica_pool = store::connect_lazy(options.clone(), &config.pool);
+            let replica_pool = store::connect_lazy(pool_options(options), &config.pool);
             let replica = ReadReplica::new(replica_pool.clone());
             tasks.spawn(store::replica::watch(
                 replica.clone(),

@@ -22,6 +22,7 @@
 use sqlx::PgPool;
 
 use super::cache::IdCache;
+use super::pooler::Statements;
 use super::queries::{self, NewRow};
 use crate::domain::{CanonicalId, MintOutcome, MintPlan, Minted, Pending};
 use crate::error::Error;
@@ -45,8 +46,9 @@ pub(super) async fn mint(
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        insert_roots_and_known_inheritors(&mut tx, &mut pending).await?;
-        insert_new_inheritors(&mut tx, &mut pending).await?;
+        let statements = reads.statements;
+        insert_roots_and_known_inheritors(&mut tx, statements, &mut pending).await?;
+        insert_new_inheritors(&mut tx, statements, &mut pending).await?;
         tx.commit().await?;
     }
     pending.into_answers().map_err(|i| {
@@ -61,6 +63,7 @@ type Planned = (usize, CanonicalId, bool);
 
 async fn insert_roots_and_known_inheritors(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
 ) -> Result<(), Error> {
     let mut rows: Vec<Planned> = pending
@@ -75,7 +78,7 @@ async fn insert_roots_and_known_inheritors(
         )
         .collect();
     for _ in 0..MAX_ID_DRAWS {
-        let not_found = insert_and_settle(tx, pending, rows).await?;
+        let not_found = insert_and_settle(tx, statements, pending, rows).await?;
         if not_found.is_empty() {
             return Ok(());
         }
@@ -95,6 +98,7 @@ async fn insert_roots_and_known_inheritors(
 
 async fn insert_new_inheritors(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
 ) -> Result<(), Error> {
     let rows = pending
@@ -109,7 +113,7 @@ async fn insert_new_inheritors(
             Ok((i, id, false))
         })
         .collect::<Result<Vec<Planned>, Error>>()?;
-    let not_found = insert_and_settle(tx, pending, rows).await?;
+    let not_found = insert_and_settle(tx, statements, pending, rows).await?;
     match not_found.first() {
         None => Ok(()),
         Some((i, _, _)) => Err(vanished(pending, *i)),
@@ -120,6 +124,7 @@ async fn insert_new_inheritors(
 /// exist as EXISTING, and returns the rows that were skipped yet are not there.
 async fn insert_and_settle(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
     rows: Vec<Planned>,
 ) -> Result<Vec<Planned>, Error> {
@@ -134,7 +139,7 @@ async fn insert_and_settle(
             minted: *minted,
         })
         .collect();
-    let was_inserted = queries::insert(&mut *tx, &new_rows).await?;
+    let was_inserted = queries::insert(statements.on(&mut *tx), &new_rows).await?;
     drop(new_rows);
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {
@@ -154,7 +159,7 @@ async fn insert_and_settle(
     }
 
     let found = queries::lookup(
-        &mut *tx,
+        statements.on(&mut *tx),
         skipped.iter().map(|(i, _, _)| pending.identifier(*i)),
     )
     .await?;

@@ -6,6 +6,7 @@ pub mod baseline;
 pub mod cache;
 pub mod migrations;
 mod mint;
+pub mod pooler;
 pub mod queries;
 pub mod replica;
 pub mod schema;
@@ -18,6 +19,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use self::cache::IdCache;
+use self::pooler::Statements;
 use self::replica::ReadReplica;
 use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
 use crate::error::Error;
@@ -65,10 +67,18 @@ impl Store {
             reads: Reads {
                 primary: pool.clone(),
                 replica: None,
+                statements: Statements::Prepared,
             },
             pool,
             cache: Arc::new(IdCache::new(capacity)),
         }
+    }
+
+    /// Statements go unnamed, each in a transaction of its own, for a pooler in transaction mode;
+    /// see [`pooler`](self::pooler).
+    pub fn with_statements(mut self, statements: Statements) -> Self {
+        self.reads.statements = statements;
+        self
     }
 
     /// Reads go to `replica` first; see [`replica`](self::replica).
@@ -148,9 +158,44 @@ async fn lookup<'a>(
 struct Reads {
     primary: PgPool,
     replica: Option<ReadReplica>,
+    statements: Statements,
 }
 
 impl Reads {
+    /// [`queries::lookup`] on `pool`, sent the configured way.
+    async fn lookup_on<'a>(
+        &self,
+        pool: &PgPool,
+        ids: impl IntoIterator<Item = &'a SourceIdentifier>,
+    ) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
+        match self.statements {
+            Statements::Prepared => queries::lookup(pool, ids).await,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let found = queries::lookup(Statements::Unnamed.on(&mut tx), ids).await?;
+                tx.commit().await?;
+                Ok(found)
+            }
+        }
+    }
+
+    /// [`queries::resolve`] on `pool`, sent the configured way.
+    async fn resolve_on(
+        &self,
+        pool: &PgPool,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<(CanonicalId, SourceIdentifier)>, sqlx::Error> {
+        match self.statements {
+            Statements::Prepared => queries::resolve(pool, ids).await,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let found = queries::resolve(Statements::Unnamed.on(&mut tx), ids).await?;
+                tx.commit().await?;
+                Ok(found)
+            }
+        }
+    }
+
     /// The replica's pool, when reads should try it.
     fn replica(&self) -> Option<(&ReadReplica, &PgPool)> {
         let replica = self.replica.as_ref()?;
@@ -163,18 +208,20 @@ impl Reads {
         ids: &[&SourceIdentifier],
     ) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
         let Some((replica, pool)) = self.replica() else {
-            return queries::lookup(&self.primary, ids.iter().copied()).await;
+            return self.lookup_on(&self.primary, ids.iter().copied()).await;
         };
-        let mut found = match queries::lookup(pool, ids.iter().copied()).await {
+        let mut found = match self.lookup_on(pool, ids.iter().copied()).await {
             Ok(found) => found,
             Err(e) if replica.failed(&e) => {
-                return queries::lookup(&self.primary, ids.iter().copied()).await;
+                return self.lookup_on(&self.primary, ids.iter().copied()).await;
             }
             Err(e) => return Err(e),
         };
         let missing: Vec<usize> = (0..found.len()).filter(|&k| found[k].is_none()).collect();
         if !missing.is_empty() {
-            let again = queries::lookup(&self.primary, missing.iter().map(|&k| ids[k])).await?;
+            let again = self
+                .lookup_on(&self.primary, missing.iter().map(|&k| ids[k]))
+                .await?;
             for (&k, answer) in missing.iter().zip(again) {
                 found[k] = answer;
             }
@@ -189,11 +236,11 @@ impl Reads {
         ids: &[CanonicalId],
     ) -> Result<Vec<(CanonicalId, SourceIdentifier)>, sqlx::Error> {
         let Some((replica, pool)) = self.replica() else {
-            return queries::resolve(&self.primary, ids).await;
+            return self.resolve_on(&self.primary, ids).await;
         };
-        let mut found = match queries::resolve(pool, ids).await {
+        let mut found = match self.resolve_on(pool, ids).await {
             Ok(found) => found,
-            Err(e) if replica.failed(&e) => return queries::resolve(&self.primary, ids).await,
+            Err(e) if replica.failed(&e) => return self.resolve_on(&self.primary, ids).await,
             Err(e) => return Err(e),
         };
         let seen: std::collections::HashSet<&CanonicalId> =
@@ -204,7 +251,7 @@ impl Reads {
             .cloned()
             .collect();
         if !missing.is_empty() {
-            found.extend(queries::resolve(&self.primary, &missing).await?);
+            found.extend(self.resolve_on(&self.primary, &missing).await?);
         }
         Ok(found)
     }

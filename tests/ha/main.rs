@@ -9,4 +9,5 @@ mod app;
 mod cluster;
 
 mod failover;
+mod pgbouncer;
 mod replica;
