@@ -27,6 +27,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Lookup(args) => Ok(client::run(Call::Lookup, args).await),
         Command::Resolve(args) => Ok(client::run(Call::Resolve, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
+        Command::Import(args) => match args.try_into() {
+            Ok(config) => crate::transfer::import::run(config).await,
+            Err(e) => usage_error(&e),
+        },
+        Command::Export(args) => match args.try_into() {
+            Ok(config) => crate::transfer::export::run(config).await,
+            Err(e) => usage_error(&e),
+        },
     };
     match result {
         Ok(code) => code,
@@ -35,6 +43,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap accepted but whose values do not fit together: exit 2, as clap's own.
+fn usage_error(e: &anyhow::Error) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e:#}");
+    Ok(ExitCode::from(2))
 }
 
 async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> {

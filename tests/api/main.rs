@@ -6,7 +6,10 @@ mod helpers;
 
 mod cache;
 mod dockerfile;
+mod export;
 mod health;
+mod import;
+mod import_live;
 mod logs;
 mod lookup;
 mod mint;
