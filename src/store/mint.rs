@@ -36,6 +36,7 @@ pub(super) async fn mint(
     reads: &super::Reads,
     cache: &IdCache,
     plan: MintPlan,
+    created_by: &str,
 ) -> Result<Vec<Minted>, Error> {
     let known = super::lookup(reads, cache, plan.to_look_up()).await?;
     let mut pending = plan.resolve(known)?;
@@ -47,8 +48,8 @@ pub(super) async fn mint(
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
         let statements = reads.statements;
-        insert_roots_and_known_inheritors(&mut tx, statements, &mut pending).await?;
-        insert_new_inheritors(&mut tx, statements, &mut pending).await?;
+        insert_roots_and_known_inheritors(&mut tx, statements, &mut pending, created_by).await?;
+        insert_new_inheritors(&mut tx, statements, &mut pending, created_by).await?;
         tx.commit().await?;
     }
     pending.into_answers().map_err(|i| {
@@ -65,6 +66,7 @@ async fn insert_roots_and_known_inheritors(
     tx: &mut sqlx::PgConnection,
     statements: Statements,
     pending: &mut Pending,
+    created_by: &str,
 ) -> Result<(), Error> {
     let mut rows: Vec<Planned> = pending
         .roots()
@@ -78,7 +80,7 @@ async fn insert_roots_and_known_inheritors(
         )
         .collect();
     for _ in 0..MAX_ID_DRAWS {
-        let not_found = insert_and_settle(tx, statements, pending, rows).await?;
+        let not_found = insert_and_settle(tx, statements, pending, rows, created_by).await?;
         if not_found.is_empty() {
             return Ok(());
         }
@@ -100,6 +102,7 @@ async fn insert_new_inheritors(
     tx: &mut sqlx::PgConnection,
     statements: Statements,
     pending: &mut Pending,
+    created_by: &str,
 ) -> Result<(), Error> {
     let rows = pending
         .inherit_new()
@@ -113,7 +116,7 @@ async fn insert_new_inheritors(
             Ok((i, id, false))
         })
         .collect::<Result<Vec<Planned>, Error>>()?;
-    let not_found = insert_and_settle(tx, statements, pending, rows).await?;
+    let not_found = insert_and_settle(tx, statements, pending, rows, created_by).await?;
     match not_found.first() {
         None => Ok(()),
         Some((i, _, _)) => Err(vanished(pending, *i)),
@@ -127,6 +130,7 @@ async fn insert_and_settle(
     statements: Statements,
     pending: &mut Pending,
     rows: Vec<Planned>,
+    created_by: &str,
 ) -> Result<Vec<Planned>, Error> {
     if rows.is_empty() {
         return Ok(rows);
@@ -139,7 +143,7 @@ async fn insert_and_settle(
             minted: *minted,
         })
         .collect();
-    let was_inserted = queries::insert(statements.on(&mut *tx), &new_rows).await?;
+    let was_inserted = queries::insert(statements.on(&mut *tx), &new_rows, created_by).await?;
     drop(new_rows);
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {
