@@ -73,6 +73,10 @@ struct Args {
     /// Prepare the database and stop.
     #[arg(long)]
     prepare_only: bool,
+    /// Also run the service side through a second server with TLS and tokens (certificates and a
+    /// token made at start), reported as `WORKLOAD (TLS+tokens)` rows beside the plaintext ones.
+    #[arg(long)]
+    tls_and_tokens: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -132,6 +136,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         server_args.extend(["--max-batch".to_owned(), MAX_BATCH.to_owned()]);
     }
     let server = Server::start(&url, &server_args).await?;
+    let secure = if args.tls_and_tokens && args.side != Side::Floor {
+        Some(Server::start_secure(&url, &server_args).await?)
+    } else {
+        None
+    };
     let pool = PgPoolOptions::new()
         .max_connections(clients.min(SERVER_POOL) as u32)
         .connect_with(prepared.options.clone())
@@ -150,6 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let c = if workload.single() { 1 } else { clients };
         let mut row = Row {
             workload,
+            variant: None,
             clients: c,
             service: None,
             floor: None,
@@ -174,31 +184,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if workload.writes() {
                 prepare::restore(&prepared.options).await?;
             }
-            let mut clients = Vec::with_capacity(c);
-            for _ in 0..c {
-                clients.push(Client::Service(ServiceClient::new(server.channel().await?)));
-            }
-            rss_per_workload &= server.reset_peak_rss();
-            let cache_before = server.cache_lookups().await;
-            let cpu_before = cpu_seconds(Some(server.pid()));
-            let started = Instant::now();
-            let (sample, machine) = measure(clients, workload, &source, &args)
-                .await
-                .with_context(|| format!("{} through the service", workload.name()))?;
-            let cpu_after = cpu_seconds(Some(server.pid()));
-            row.server_cpu_cores = cpu_before
-                .zip(cpu_after)
-                .map(|(b, a)| (a - b) / started.elapsed().as_secs_f64());
-            row.server_peak_rss = server.peak_rss();
-            row.cache_hit_rate =
-                cache_before
-                    .zip(server.cache_lookups().await)
-                    .and_then(|((h0, m0), (h1, m1))| {
-                        let lookups = (h1 - h0) + (m1 - m0);
-                        (lookups > 0.0).then(|| (h1 - h0) / lookups)
-                    });
-            row.service = Some(sample);
-            row.machine_cpu_cores_service = machine;
+            service_side(
+                &server,
+                &mut row,
+                c,
+                workload,
+                &source,
+                &args,
+                &mut rss_per_workload,
+            )
+            .await?;
         }
         eprintln!(
             "{}",
@@ -208,11 +203,46 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
         rows.push(row);
+        if let Some(secure) = &secure {
+            if workload.writes() {
+                prepare::restore(&prepared.options).await?;
+            }
+            let mut row = Row {
+                workload,
+                variant: Some("TLS+tokens"),
+                clients: c,
+                service: None,
+                floor: None,
+                server_peak_rss: None,
+                server_cpu_cores: None,
+                cache_hit_rate: None,
+                machine_cpu_cores_service: None,
+                machine_cpu_cores_floor: None,
+            };
+            service_side(
+                secure,
+                &mut row,
+                c,
+                workload,
+                &source,
+                &args,
+                &mut rss_per_workload,
+            )
+            .await?;
+            eprintln!(
+                "{}",
+                report::table(std::slice::from_ref(&row))
+                    .lines()
+                    .nth(2)
+                    .unwrap_or_default()
+            );
+            rows.push(row);
+        }
     }
     drop(server);
+    drop(secure);
     pool.close().await;
     let restored = prepare::restore(&prepared.options).await?;
-
     let table = report::table(&rows);
     println!(
         "\n{} cores; PostgreSQL {postgres}; {} mappings ({:.0} MB with indexes) before each workload; \
@@ -256,6 +286,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Runs the service side of one workload against `server` into `row`.
+async fn service_side(
+    server: &Server,
+    row: &mut Row,
+    c: usize,
+    workload: Workload,
+    source: &Arc<Source>,
+    args: &Args,
+    rss_per_workload: &mut bool,
+) -> anyhow::Result<()> {
+    let mut clients = Vec::with_capacity(c);
+    for _ in 0..c {
+        clients.push(Client::Service(ServiceClient::new(
+            server.channel().await?,
+            server.token(),
+        )?));
+    }
+    *rss_per_workload &= server.reset_peak_rss();
+    let cache_before = server.cache_lookups().await;
+    let cpu_before = cpu_seconds(Some(server.pid()));
+    let started = Instant::now();
+    let (sample, machine) = measure(clients, workload, source, args)
+        .await
+        .with_context(|| format!("{} through the service", workload.name()))?;
+    let cpu_after = cpu_seconds(Some(server.pid()));
+    row.server_cpu_cores = cpu_before
+        .zip(cpu_after)
+        .map(|(b, a)| (a - b) / started.elapsed().as_secs_f64());
+    row.server_peak_rss = server.peak_rss();
+    row.cache_hit_rate =
+        cache_before
+            .zip(server.cache_lookups().await)
+            .and_then(|((h0, m0), (h1, m1))| {
+                let lookups = (h1 - h0) + (m1 - m0);
+                (lookups > 0.0).then(|| (h1 - h0) / lookups)
+            });
+    row.service = Some(sample);
+    row.machine_cpu_cores_service = machine;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use crate::workload::Workload;
 /// One workload's results on both sides.
 pub struct Row {
     pub workload: Workload,
+    /// How the service was reached, when not plaintext without tokens: `TLS+tokens`.
+    pub variant: Option<&'static str>,
     pub clients: usize,
     pub service: Option<Sample>,
     pub floor: Option<Sample>,
@@ -68,7 +70,10 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.workload.name(),
+            r.variant.map_or_else(
+                || r.workload.name().to_owned(),
+                |v| format!("{} ({v})", r.workload.name())
+            ),
             r.workload.ids_per_call(),
             r.clients,
             rate(&r.service),
@@ -111,6 +116,7 @@ pub fn rows_json(rows: &[Row]) -> Value {
             .map(|r| {
                 json!({
                     "workload": r.workload.name(),
+                    "variant": r.variant,
                     "ids_per_call": r.workload.ids_per_call(),
                     "clients": r.clients,
                     "service": sample_json(&r.service),

@@ -19,6 +19,51 @@ pub struct Server {
     child: Child,
     pub grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    secure: Option<Secure>,
+}
+
+/// What clients of a server with TLS and tokens need: the CA that signed its certificate, and a
+/// token with the `mint` scope. The files live in `dir`, removed with the server.
+pub struct Secure {
+    pub dir: std::path::PathBuf,
+    pub ca_pem: String,
+    pub token: String,
+}
+
+impl Secure {
+    /// A CA, a certificate for 127.0.0.1 signed by it, and a tokens file with one token, written
+    /// to a fresh temporary folder; returns them and the `serve` flags that use them.
+    pub fn create() -> anyhow::Result<(Self, Vec<String>)> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("idminter-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+        let token = idminter::auth::tokens::new_token();
+        let write = |name: &str, contents: String| -> anyhow::Result<String> {
+            let path = dir.join(name);
+            std::fs::write(&path, contents)?;
+            Ok(path.display().to_string())
+        };
+        let args = vec![
+            "--tls-cert".to_owned(),
+            write("server.pem", cert.pem())?,
+            "--tls-key".to_owned(),
+            write("server.key", key.serialize_pem())?,
+            "--auth-tokens".to_owned(),
+            write(
+                "tokens",
+                format!("bench mint {}\n", idminter::auth::tokens::hash_hex(&token)),
+            )?,
+        ];
+        Ok((Self { dir, ca_pem, token }, args))
+    }
 }
 
 impl Server {
@@ -28,6 +73,24 @@ impl Server {
     /// # Errors
     /// The process could not start, or never became SERVING.
     pub async fn start(database_url: &str, extra: &[String]) -> anyhow::Result<Self> {
+        Self::start_with(database_url, extra, None).await
+    }
+
+    /// As [`start`](Self::start), with TLS and tokens when `secure` is given.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_secure(database_url: &str, extra: &[String]) -> anyhow::Result<Self> {
+        let (secure, mut args) = Secure::create()?;
+        args.extend(extra.iter().cloned());
+        Self::start_with(database_url, &args, Some(secure)).await
+    }
+
+    async fn start_with(
+        database_url: &str,
+        extra: &[String],
+        secure: Option<Secure>,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
             .args(["--log-format", "json", "serve"])
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
@@ -61,6 +124,7 @@ impl Server {
             child,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secure,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -103,10 +167,20 @@ impl Server {
     /// # Errors
     /// The server does not accept connections.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.grpc_addr))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?)
+        let endpoint = match &self.secure {
+            None => Endpoint::from_shared(format!("http://{}", self.grpc_addr))?,
+            Some(secure) => Endpoint::from_shared(format!("https://{}", self.grpc_addr))?
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&secure.ca_pem)),
+                )?,
+        };
+        Ok(endpoint.tcp_nodelay(true).connect().await?)
+    }
+
+    /// The token clients send (`None` for a server without tokens).
+    pub fn token(&self) -> Option<&str> {
+        self.secure.as_ref().map(|s| s.token.as_str())
     }
 
     /// The identifier cache's hits and misses so far, from the admin listener's `/metrics`.
@@ -147,6 +221,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(secure) = &self.secure {
+            let _ = std::fs::remove_dir_all(&secure.dir);
+        }
         // SIGTERM, so that the server drains and closes its pool; killed if it does not exit.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -42,15 +42,30 @@ struct LookupResultFound {
 /// One client: its own HTTP/2 connection.
 pub struct ServiceClient {
     grpc: Grpc<Channel>,
+    /// `Bearer TOKEN`, for a server that checks tokens.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl ServiceClient {
-    pub fn new(channel: Channel) -> Self {
-        Self {
+    /// # Errors
+    /// The token cannot be sent as metadata.
+    pub fn new(channel: Channel, token: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Self {
             grpc: Grpc::new(channel)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
+            authorization: token.map(|t| format!("Bearer {t}").parse()).transpose()?,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
+        request
     }
 
     /// Sends one call and checks every answer.
@@ -65,10 +80,11 @@ impl ServiceClient {
                 let request = pb::LookupIdsRequest {
                     source_identifiers: batch.into_iter().map(|e| to_pb(e.ident)).collect(),
                 };
+                let request = self.request(request);
                 let response: LookupFound = self
                     .grpc
                     .unary(
-                        tonic::Request::new(request),
+                        request,
                         PathAndQuery::from_static("/idminter.v1.IdMinter/LookupIds"),
                         ProstCodec::<pb::LookupIdsRequest, LookupFound>::default(),
                     )
@@ -97,10 +113,11 @@ impl ServiceClient {
                         })
                         .collect(),
                 };
+                let request = self.request(request);
                 let response: MintIdsOutcomes = self
                     .grpc
                     .unary(
-                        tonic::Request::new(request),
+                        request,
                         PathAndQuery::from_static("/idminter.v1.IdMinter/MintIds"),
                         ProstCodec::<pb::MintIdsRequest, MintIdsOutcomes>::default(),
                     )
