@@ -4,10 +4,12 @@
 
 pub mod baseline;
 pub mod cache;
+pub mod lifecycle;
 pub mod migrations;
 mod mint;
 pub mod queries;
 pub mod schema;
+pub mod states;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use self::cache::IdCache;
-use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
+use self::states::{States, StatesView};
+use crate::domain::{CanonicalId, Change, Event, MintPlan, Minted, SourceIdentifier, StateRecord};
 use crate::error::Error;
 
 /// How the connection pool is sized and how long a request may wait for a connection.
@@ -52,6 +55,7 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
 pub struct Store {
     pool: PgPool,
     cache: Arc<IdCache>,
+    states: Arc<States>,
 }
 
 impl Store {
@@ -60,7 +64,37 @@ impl Store {
         Self {
             pool,
             cache: Arc::new(IdCache::new(capacity)),
+            states: Arc::default(),
         }
+    }
+
+    /// The lifecycle states as of now (see [`states`](self::states) for why never stale). One
+    /// small read, plus a reload when another call changed them.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn states(&self) -> Result<Arc<StatesView>, Error> {
+        Ok(self.states.current(&self.pool).await?)
+    }
+
+    /// Applies a lifecycle call; see [`lifecycle`](self::lifecycle).
+    ///
+    /// # Errors
+    /// [`Error::LifecycleRefused`] before anything is written; [`Error::Unavailable`].
+    pub async fn change(
+        &self,
+        changes: &[Change],
+        principal: &str,
+    ) -> Result<Vec<Option<StateRecord>>, Error> {
+        lifecycle::change(&self.pool, changes, principal).await
+    }
+
+    /// The lifecycle events of each ID, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn events(&self, ids: &[CanonicalId]) -> Result<Vec<Event>, Error> {
+        Ok(lifecycle::events(&self.pool, ids).await?)
     }
 
     /// The canonical ID of each identifier, in order; `None` where it has none. One round trip.

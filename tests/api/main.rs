@@ -7,6 +7,8 @@ mod helpers;
 mod cache;
 mod dockerfile;
 mod health;
+mod lifecycle;
+mod lifecycle_race;
 mod lookup;
 mod mint;
 mod operators;
