@@ -2,9 +2,19 @@
 # Sourced by the scripts: make sure a PostgreSQL server is reachable.
 #
 # ensure_local_postgres starts (and on first use creates) a PostgreSQL server whose data persists in
-# the project's data/postgres folder, listening on 127.0.0.1:$IDMINTER_LOCAL_PG_PORT (default 54329),
-# and sets PG_ADMIN_URL to it. It installs PostgreSQL with apt-get when it is missing and we are root
-# on Debian or Ubuntu; otherwise it says how to install it.
+# the project's data/postgres folder, listening on 127.0.0.1, and sets PG_PORT and PG_ADMIN_URL to
+# it. It installs PostgreSQL with apt-get when it is missing and we are root on Debian or Ubuntu;
+# otherwise it says how to install it.
+#
+# Three things a first run must survive:
+# - root in a folder only root may enter (a clone under /root): the server runs as the `postgres`
+#   user, who cannot reach ./data/postgres there. The cluster then lives in
+#   /var/lib/idminter/<folder name>-<hash of the checkout's path>/postgres, and ./data/postgres is a
+#   symbolic link to it, so it is still found (and persists) where the README says.
+# - another checkout's server on the port we would use: we never adopt it. The port is the one in our
+#   own cluster's postmaster.pid when it runs, else $IDMINTER_LOCAL_PG_PORT, else the first free port
+#   from 54329 up.
+# - a server that did not start: we stop with its log, rather than go on as if it had.
 
 IDMINTER_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PG_DATA="$IDMINTER_ROOT/data/postgres"
@@ -15,7 +25,7 @@ log() { echo "[idminter] $*" >&2; }
 # True when something answers PostgreSQL's protocol at host $1, port $2.
 pg_reachable() {
   if command -v pg_isready >/dev/null 2>&1; then
-    pg_isready -q -h "$1" -p "$2" -t 2
+    pg_isready -q -h "$1" -p "$2" -t 2 -U postgres -d postgres
   else
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
   fi
@@ -43,13 +53,67 @@ install_postgres() {
   fi
 }
 
-# Runs a server binary as the postgres user when we are root (initdb refuses to run as root).
+# Runs a server binary as the postgres user when we are root (initdb refuses to run as root), from
+# `/`, since the postgres user may not be allowed into the current folder.
 as_pg_user() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
+}
+
+# Points PG_DATA at a folder the server's user can reach (see the top of this file).
+choose_data_dir() {
+  local link="$IDMINTER_ROOT/data/postgres" elsewhere
+  if [ -L "$link" ]; then
+    PG_DATA=$(readlink -f "$link")
+    return
+  fi
+  PG_DATA=$link
+  mkdir -p "$PG_DATA"
+  [ "$(id -u)" = 0 ] || return 0
+  chown postgres "$PG_DATA"
+  chmod 700 "$PG_DATA"
+  if as_pg_user test -r "$PG_DATA" -a -w "$PG_DATA" -a -x "$PG_DATA"; then
+    return
+  fi
+  elsewhere="/var/lib/idminter/$(basename "$IDMINTER_ROOT")-$(printf %s "$IDMINTER_ROOT" | cksum | cut -d' ' -f1)/postgres"
+  log "the postgres user cannot reach $PG_DATA (a parent folder is closed to it):"
+  log "keeping the local cluster in $elsewhere, linked from $link"
+  rmdir "$PG_DATA"
+  mkdir -p "$elsewhere"
+  chown postgres "$elsewhere"
+  chmod 700 "$elsewhere"
+  ln -s "$elsewhere" "$link"
+  PG_DATA=$elsewhere
+}
+
+# Sets PG_PORT: where our own cluster listens when it runs, else a port nobody answers on.
+choose_port() {
+  local pid_port
+  if [ -f "$PG_DATA/postmaster.pid" ] && as_pg_user "$1/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    pid_port=$(sed -n 4p "$PG_DATA/postmaster.pid")
+    if [ -n "$pid_port" ]; then
+      PG_PORT=$pid_port
+      return
+    fi
+  fi
+  if [ -n "${IDMINTER_LOCAL_PG_PORT:-}" ]; then
+    if pg_reachable 127.0.0.1 "$PG_PORT"; then
+      log "port $PG_PORT (IDMINTER_LOCAL_PG_PORT) is taken by a PostgreSQL that is not this checkout's ($PG_DATA)"
+      return 1
+    fi
+    return
+  fi
+  PG_PORT=54329
+  while pg_reachable 127.0.0.1 "$PG_PORT" || (exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null; do
+    PG_PORT=$((PG_PORT + 1))
+    if [ "$PG_PORT" -gt 54428 ]; then
+      log "no free port between 54329 and 54428 for the local PostgreSQL"
+      return 1
+    fi
+  done
 }
 
 ensure_local_postgres() {
@@ -59,19 +123,27 @@ ensure_local_postgres() {
     install_postgres || return 1
     bindir=$(pg_bindir) || { log "PostgreSQL was installed but initdb is still not found"; return 1; }
   fi
-  mkdir -p "$PG_DATA"
-  if [ "$(id -u)" = 0 ]; then
-    chown postgres "$PG_DATA"
-    chmod 700 "$PG_DATA"
-  fi
+  choose_data_dir
   if [ ! -f "$PG_DATA/PG_VERSION" ]; then
     log "creating a local PostgreSQL in $PG_DATA"
-    as_pg_user "$bindir/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 >/dev/null
+    if ! as_pg_user "$bindir/initdb" -D "$PG_DATA" -U postgres --auth=trust --encoding=UTF8 >/dev/null; then
+      log "initdb failed in $PG_DATA"
+      return 1
+    fi
+  fi
+  choose_port "$bindir" || return 1
+  if ! as_pg_user "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    log "starting the local PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_DATA/server.log)"
+    if ! as_pg_user "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null; then
+      log "the local PostgreSQL did not start; the end of its log ($PG_DATA/server.log):"
+      tail -n 20 "$PG_DATA/server.log" >&2 || true
+      return 1
+    fi
   fi
   if ! pg_reachable 127.0.0.1 "$PG_PORT"; then
-    log "starting the local PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_DATA/server.log)"
-    as_pg_user "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \
-      -o "-p $PG_PORT -k $PG_DATA -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    log "the local PostgreSQL in $PG_DATA runs but does not answer on 127.0.0.1:$PG_PORT"
+    return 1
   fi
   PG_ADMIN_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 }

@@ -73,6 +73,15 @@ impl Monitor {
                 oldest_sent: Mutex::new(None),
             }),
         };
+        // Every result is exported from the start, at 0: Prometheus's increase() and rate() need
+        // a sample before the first message, or the first poison message would go unnoticed.
+        for result in [
+            MessageResult::Published,
+            MessageResult::Poison,
+            MessageResult::Released,
+        ] {
+            monitor.count(result, 0);
+        }
         (monitor, receiver)
     }
 

@@ -8,6 +8,7 @@ mod support;
 
 mod crash;
 mod identify;
+mod monitoring;
 mod outages;
 mod poison;
 mod shutdown;

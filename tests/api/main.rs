@@ -9,6 +9,7 @@ mod dockerfile;
 mod health;
 mod lifecycle;
 mod lifecycle_race;
+mod logs;
 mod lookup;
 mod mint;
 mod operators;
