@@ -31,6 +31,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Restore(args) => Ok(client::run_change(Call::Restore, args).await),
         Command::History(args) => Ok(client::run(Call::History, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
+        Command::Import(args) => match args.try_into() {
+            Ok(config) => crate::transfer::import::run(config).await,
+            Err(e) => usage_error(&e),
+        },
+        Command::Export(args) => match args.try_into() {
+            Ok(config) => crate::transfer::export::run(config).await,
+            Err(e) => usage_error(&e),
+        },
     };
     match result {
         Ok(code) => code,
@@ -39,6 +47,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap accepted but whose values do not fit together: exit 2, as clap's own.
+fn usage_error(e: &anyhow::Error) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e:#}");
+    Ok(ExitCode::from(2))
 }
 
 async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> {

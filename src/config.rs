@@ -60,6 +60,11 @@ pub enum Command {
     History(crate::client::ClientArgs),
     /// Run the queue adapter: SQS documents in, identified documents out.
     Adapter(crate::adapter::AdapterArgs),
+    /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
+    /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
+    Import(crate::transfer::ImportArgs),
+    /// Export every mapping from one snapshot, in primary-key order.
+    Export(crate::transfer::ExportArgs),
 }
 
 /// Where the database is and which history table records our migrations.
@@ -85,7 +90,7 @@ impl DatabaseArgs {
 
 /// Checks one `FROM=TO` alias on its own, so that a malformed one is a usage error (exit 2);
 /// [`OntologyAliases::parse`] checks the set (conflicts, chains).
-fn parse_alias(pair: &str) -> Result<String, String> {
+pub(crate) fn parse_alias(pair: &str) -> Result<String, String> {
     OntologyAliases::parse(&[pair]).map(|_| pair.to_owned())
 }
 

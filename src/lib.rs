@@ -4,6 +4,7 @@
 //! - [`domain`]: identifiers, canonical IDs and the rules of minting; knows nothing of gRPC or SQL;
 //! - [`store`]: the PostgreSQL schema, its migrations and the queries, in domain types;
 //! - [`grpc`]: the tonic service, translating between protobuf and the domain;
+//! - [`transfer`]: `import` and `export`, mappings in and out in bulk;
 //! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
 #![forbid(unsafe_code)]
 
@@ -22,3 +23,4 @@ pub mod readiness;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod transfer;

@@ -6,7 +6,10 @@ mod helpers;
 
 mod cache;
 mod dockerfile;
+mod export;
 mod health;
+mod import;
+mod import_live;
 mod lifecycle;
 mod lifecycle_race;
 mod logs;
