@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{convert, deadline};
+use crate::auth::Principal;
 use crate::domain::{Action, MintOutcome, MintPlan, Minted, OntologyAliases};
 use crate::error::Error;
 use crate::pb;
@@ -60,13 +61,17 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         request: Request<pb::MintIdsRequest>,
     ) -> Result<Response<pb::MintIdsResponse>, Status> {
         let deadline = deadline::deadline(&request, self.request_timeout);
+        // Provenance: the rows this call creates record who asked.
+        let principal = Principal::of(&request);
         deadline::within(deadline, async {
             self.readiness.check()?;
             let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
             // The statuses are read alongside the mint: a status is never served from a copy
             // older than the call (see store::states).
-            let (minted, states) =
-                tokio::try_join!(self.store.mint(MintPlan::new(items)?), self.store.states())?;
+            let (minted, states) = tokio::try_join!(
+                self.store.mint(MintPlan::new(items)?, principal.as_str()),
+                self.store.states()
+            )?;
             record_outcomes(&minted);
             Ok::<_, Error>(Response::new(convert::mint_response(
                 minted,
@@ -203,8 +208,8 @@ impl IdMinterService {
 
 /// Who makes a lifecycle change, for its record and the event log: the caller's principal, which
 /// the authentication layer puts in the request's extensions; `anonymous` without one.
-fn principal<T>(_request: &Request<T>) -> String {
-    "anonymous".to_owned()
+fn principal<T>(request: &Request<T>) -> String {
+    Principal::of(request).as_str().to_owned()
 }
 
 /// Counts the answers by outcome, in the metrics and on the call's span (the span of a

@@ -2,8 +2,10 @@
 //! gRPC over real sockets, in-process through the production `Application::build` or as real
 //! server processes. One binary, so it links once.
 
+mod fixtures;
 mod helpers;
 
+mod auth;
 mod cache;
 mod dockerfile;
 mod export;
@@ -16,6 +18,7 @@ mod logs;
 mod lookup;
 mod mint;
 mod operators;
+mod provenance;
 mod race;
 mod resolve;
 mod schema_guard;
