@@ -17,6 +17,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 
+use super::pooler::Statements;
 use crate::domain::{Action, CanonicalId, Change, Event, IdState, Ledger, StateRecord};
 use crate::error::Error;
 
@@ -81,6 +82,7 @@ fn to_micros(t: OffsetDateTime) -> i64 {
 /// [`Error::Unavailable`] and [`Error::Internal`] as for any call.
 pub async fn change(
     pool: &PgPool,
+    statements: Statements,
     changes: &[Change],
     principal: &str,
 ) -> Result<Vec<Option<StateRecord>>, Error> {
@@ -104,14 +106,14 @@ pub async fn change(
         "SELECT (extract(epoch FROM now()) * 1000000)::int8 FROM pg_advisory_xact_lock($1)",
     )
     .bind(LIFECYCLE_LOCK_KEY)
-    .fetch_one(&mut *tx)
+    .fetch_one(statements.on(&mut tx))
     .await?;
     let known: Vec<String> = sqlx::query_scalar(
         "SELECT k.id FROM unnest($1::text[]) AS k(id) \
          WHERE EXISTS (SELECT 1 FROM source_identifiers s WHERE s.canonical_id = k.id)",
     )
     .bind(&involved)
-    .fetch_all(&mut *tx)
+    .fetch_all(statements.on(&mut tx))
     .await?;
     let rows = sqlx::query(concat!(
         "SELECT ",
@@ -120,7 +122,7 @@ pub async fn change(
           WHERE s.canonical_id = ANY($1::text[]) OR s.redirect_target = ANY($1::text[])"
     ))
     .bind(&involved)
-    .fetch_all(&mut *tx)
+    .fetch_all(statements.on(&mut tx))
     .await?;
     let states = rows
         .iter()
@@ -140,8 +142,8 @@ pub async fn change(
     }
 
     let (rows, events) = ledger.changes();
-    write_states(&mut tx, &rows).await?;
-    write_events(&mut tx, events).await?;
+    write_states(&mut tx, statements, &rows).await?;
+    write_events(&mut tx, statements, events).await?;
     tx.commit().await?;
 
     Ok(changes
@@ -152,6 +154,7 @@ pub async fn change(
 
 async fn write_states(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     rows: &[(&CanonicalId, &StateRecord)],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
@@ -182,12 +185,16 @@ async fn write_states(
     .bind(reasons)
     .bind(at)
     .bind(by)
-    .execute(&mut *tx)
+    .execute(statements.on(tx))
     .await?;
     Ok(())
 }
 
-async fn write_events(tx: &mut sqlx::PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+async fn write_events(
+    tx: &mut sqlx::PgConnection,
+    statements: Statements,
+    events: &[Event],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
@@ -213,7 +220,7 @@ async fn write_events(tx: &mut sqlx::PgConnection, events: &[Event]) -> Result<(
     .bind(targets)
     .bind(reasons)
     .bind(by)
-    .execute(&mut *tx)
+    .execute(statements.on(tx))
     .await?;
     Ok(())
 }
@@ -222,11 +229,17 @@ async fn write_events(tx: &mut sqlx::PgConnection, events: &[Event]) -> Result<(
 ///
 /// # Errors
 /// Any database error.
-pub async fn events(pool: &PgPool, ids: &[CanonicalId]) -> Result<Vec<Event>, sqlx::Error> {
+pub async fn events(
+    pool: &PgPool,
+    statements: Statements,
+    ids: &[CanonicalId],
+) -> Result<Vec<Event>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = ids.iter().map(CanonicalId::as_str).collect();
+    // In a transaction, so that an unnamed statement keeps its server connection (see pooler).
+    let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT e.canonical_id, e.action, e.target_canonical_id, e.reason, \
                 (extract(epoch FROM e.changed_at) * 1000000)::int8, e.changed_by \
@@ -235,8 +248,9 @@ pub async fn events(pool: &PgPool, ids: &[CanonicalId]) -> Result<Vec<Event>, sq
          ORDER BY k.i, e.event_id",
     )
     .bind(ids)
-    .fetch_all(pool)
+    .fetch_all(statements.on(&mut tx))
     .await?;
+    tx.commit().await?;
     rows.iter()
         .map(|row| {
             let action: String = row.try_get(1)?;

@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use sqlx::{PgExecutor, PgPool, Row};
 
 use super::lifecycle::{record_from_row, state_columns};
+use super::pooler::Statements;
 use crate::domain::KnownStates;
 
 /// The states as of one generation of the counter.
@@ -42,18 +43,31 @@ impl States {
     ///
     /// # Errors
     /// Any database error.
-    pub async fn current(&self, pool: &PgPool) -> Result<Arc<StatesView>, sqlx::Error> {
-        let generation: i64 =
-            sqlx::query_scalar("SELECT generation FROM canonical_id_states_generation")
-                .fetch_one(pool)
-                .await?;
-        self.at_least(pool, generation).await
+    pub async fn current(
+        &self,
+        pool: &PgPool,
+        statements: Statements,
+    ) -> Result<Arc<StatesView>, sqlx::Error> {
+        const GENERATION: &str = "SELECT generation FROM canonical_id_states_generation";
+        let generation: i64 = match statements {
+            Statements::Prepared => sqlx::query_scalar(GENERATION).fetch_one(pool).await?,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let generation = sqlx::query_scalar(GENERATION)
+                    .fetch_one(Statements::Unnamed.on(&mut tx))
+                    .await?;
+                tx.commit().await?;
+                generation
+            }
+        };
+        self.at_least(pool, statements, generation).await
     }
 
     /// A copy at `generation` or later.
     async fn at_least(
         &self,
         pool: &PgPool,
+        statements: Statements,
         generation: i64,
     ) -> Result<Arc<StatesView>, sqlx::Error> {
         let copy = self.copy();
@@ -65,7 +79,15 @@ impl States {
         if copy.generation >= generation {
             return Ok(copy);
         }
-        let fresh = Arc::new(load(pool).await?);
+        let fresh = Arc::new(match statements {
+            Statements::Prepared => load(pool).await?,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let fresh = load(Statements::Unnamed.on(&mut tx)).await?;
+                tx.commit().await?;
+                fresh
+            }
+        });
         tracing::debug!(
             generation = fresh.generation,
             states = fresh.states.len(),
