@@ -126,7 +126,7 @@ choose_port() {
 # effective_cache_size 75%, maintenance_work_mem 5% (64 MB to 2 GB), work_mem RAM / 800 (4 to 64
 # MB; 200 connections, a few sorts each), max_wal_size 4 GB, SSD costs.
 size_local_postgres() {
-  local data=$1 bindir=$2 mb limit key value settings=() conf psql pending
+  local data=$1 bindir=$2 mb limit key value kv settings=() conf psql pending
   [ "${IDMINTER_LOCAL_PG_TUNE:-1}" != 0 ] || return 0
   mb=${IDMINTER_LOCAL_PG_MEMORY_MB:-}
   if [ -z "$mb" ]; then
@@ -166,7 +166,7 @@ size_local_postgres() {
     done
     "$psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qXtAc "SELECT pg_reload_conf()" >/dev/null
     pending=$("$psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qXtAc \
-      "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart")
+      "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart AND name = 'shared_buffers'")
     [ -z "$pending" ] || log "PostgreSQL settings sized to ${mb} MB; $pending apply at its next restart (pg_ctl -D $data restart)"
   else
     # What ALTER SYSTEM would write: our keys replaced, every other line kept.
