@@ -33,9 +33,7 @@ impl Server {
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             // Through a transaction-mode pooler, migrations are refused: the benchmark's own
             // preparation has migrated the database directly.
-            .args(
-                (!extra.iter().any(|a| a == "--transaction-pooler")).then_some("--migrate"),
-            )
+            .args((!extra.iter().any(|a| a == "--transaction-pooler")).then_some("--migrate"))
             .args(extra)
             .env("DATABASE_URL", database_url)
             .env(
