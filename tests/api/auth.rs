@@ -349,3 +349,50 @@ async fn tokens_never_appear_in_the_server_logs() {
         assert!(!log.contains(secret), "a token is in the log:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn the_lifecycle_calls_need_the_admin_scope() {
+    let (app, _dir) = app_with_tokens().await;
+
+    let as_minter = app
+        .client
+        .clone()
+        .withdraw_canonical_ids(with_token(
+            pb::WithdrawCanonicalIdsRequest::default(),
+            MINTER,
+        ))
+        .await
+        .unwrap_err();
+    let events_as_reader = app
+        .client
+        .clone()
+        .list_canonical_id_events(with_token(
+            pb::ListCanonicalIdEventsRequest::default(),
+            READER,
+        ))
+        .await
+        .unwrap_err();
+    let as_ops = app
+        .client
+        .clone()
+        .withdraw_canonical_ids(with_token(pb::WithdrawCanonicalIdsRequest::default(), OPS))
+        .await;
+
+    assert_eq!(as_minter.code(), Code::PermissionDenied, "{as_minter:?}");
+    assert_eq!(
+        as_minter.message(),
+        "WithdrawCanonicalIds needs the `admin` scope; `adapter` has `mint`"
+    );
+    assert_eq!(
+        events_as_reader.code(),
+        Code::PermissionDenied,
+        "{events_as_reader:?}"
+    );
+    assert!(
+        !matches!(
+            as_ops.as_ref().map_err(tonic::Status::code),
+            Err(Code::PermissionDenied | Code::Unauthenticated)
+        ),
+        "an admin token passes: {as_ops:?}"
+    );
+}
