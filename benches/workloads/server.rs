@@ -20,6 +20,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
     secure: Option<Secure>,
+    /// The public resolver's address, when started with `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
 }
 
 /// What clients of a server with TLS and tokens need: the CA that signed its certificate, and a
@@ -73,25 +75,50 @@ impl Server {
     /// # Errors
     /// The process could not start, or never became SERVING.
     pub async fn start(database_url: &str, extra: &[String]) -> anyhow::Result<Self> {
-        Self::start_with(database_url, extra, None).await
+        Self::start_with(
+            std::path::Path::new(env!("CARGO_BIN_EXE_idminter")),
+            database_url,
+            extra,
+            None,
+        )
+        .await
     }
 
-    /// As [`start`](Self::start), with TLS and tokens when `secure` is given.
+    /// As [`start`](Self::start), with TLS and tokens.
     ///
     /// # Errors
     /// As [`start`](Self::start).
     pub async fn start_secure(database_url: &str, extra: &[String]) -> anyhow::Result<Self> {
         let (secure, mut args) = Secure::create()?;
         args.extend(extra.iter().cloned());
-        Self::start_with(database_url, &args, Some(secure)).await
+        Self::start_with(
+            std::path::Path::new(env!("CARGO_BIN_EXE_idminter")),
+            database_url,
+            &args,
+            Some(secure),
+        )
+        .await
+    }
+
+    /// As [`start`](Self::start), with another idminter binary (a baseline to compare with).
+    ///
+    /// # Errors
+    /// The process could not start, or never became SERVING.
+    pub async fn start_binary(
+        binary: &std::path::Path,
+        database_url: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(binary, database_url, extra, None).await
     }
 
     async fn start_with(
+        binary: &std::path::Path,
         database_url: &str,
         extra: &[String],
         secure: Option<Secure>,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
+        let mut child = Command::new(binary)
             .args(["--log-format", "json", "serve"])
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             // Through a transaction-mode pooler, migrations are refused: the benchmark's own
@@ -127,6 +154,7 @@ impl Server {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             secure,
+            http_addr: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -143,6 +171,7 @@ impl Server {
                     .as_str()
                     .context("admin_addr in the listening line")?
                     .parse()?;
+                server.http_addr = json["http_addr"].as_str().and_then(|a| a.parse().ok());
                 break;
             }
         }
