@@ -187,9 +187,9 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
             stats.staged
         }
     };
-    tracing::debug!(staged, "rows staged");
 
     // Phase 2: classify and write.
+    reporter.phase(Phase::Classifying { rows: staged });
     let counts = plan::classify(&mut conn).await?;
     summary.present = counts.present;
     summary.conflicts = counts.conflict;
@@ -266,10 +266,7 @@ fn load(
         while let Some(record) = records.next_record().map_err(|e| failed(&input.name, &e))? {
             stats.read += 1;
             counters.rows.fetch_add(1, Ordering::Relaxed);
-            let valid = record
-                .fields
-                .map_err(|e| format!("the row {e}"))
-                .and_then(|fields| validate(fields, aliases));
+            let valid = record.fields.and_then(|fields| validate(fields, aliases));
             match valid {
                 Ok(row) => {
                     stats.staged += 1;

@@ -45,7 +45,8 @@ const FIRST_ROWS: &str = "CREATE TEMP TABLE import_rows AS \
     WINDOW w AS (PARTITION BY s.identifier_type, s.ontology_type, s.value ORDER BY s.seq)";
 
 /// Pass 2, sorting by canonical ID: the groups, the minted row, and every row's action.
-/// `taken` is NULL when the table does not use the ID, else whether it has its minted row.
+/// `taken` is NULL when the table does not use the ID, else whether it has its minted row (not
+/// looked up at all when the table is empty: the EXISTS is an init plan, evaluated once).
 const PLAN: &str = "CREATE TEMP TABLE import_plan AS \
     SELECT seq, src, line, identifier_type, ontology_type, value, canonical_id, claim, created_at, \
         given_ontology, action, why, other_id, other_src, other_line, \
@@ -80,7 +81,7 @@ const PLAN: &str = "CREATE TEMP TABLE import_plan AS \
         FROM ( \
           SELECT r.*, \
             (seq = first_seq AND (db_id IS NULL OR db_id = canonical_id)) AS candidate, \
-            CASE WHEN db_id IS NULL THEN ( \
+            CASE WHEN db_id IS NULL AND (SELECT EXISTS (SELECT 1 FROM source_identifiers)) THEN ( \
                 SELECT bool_or(t.minted IS TRUE) FROM source_identifiers t \
                 WHERE t.canonical_id = r.canonical_id) END AS taken \
           FROM import_rows r \
