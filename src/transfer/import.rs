@@ -195,10 +195,13 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
     summary.conflicts = counts.conflict;
     plan::conflicts(&mut conn, |c| rejects.conflict(&c)).await?;
     if config.dry_run {
-        summary.imported = counts.insert;
+        let alone = plan::dry_run(&mut conn, |c| rejects.conflict(&c)).await?;
+        summary.imported = counts.insert + alone.insert;
+        summary.present += alone.present;
+        summary.conflicts += alone.conflict;
     } else {
         reporter.phase(Phase::Writing {
-            total: counts.insert,
+            total: staged - counts.present - counts.conflict,
         });
         for chunk in plan::chunks(&mut conn, config.chunk_rows).await? {
             let applied = plan::apply(&mut conn, chunk).await?;
