@@ -9,7 +9,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::client::{self, Call};
-use crate::config::{Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig};
+use crate::config::{
+    Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig, TokenCommand,
+};
 use crate::startup::{self, Application};
 use crate::store::baseline;
 use crate::store::schema::SchemaState;
@@ -27,6 +29,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Lookup(args) => Ok(client::run(Call::Lookup, args).await),
         Command::Resolve(args) => Ok(client::run(Call::Resolve, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
+        Command::Token(TokenCommand::New { name, scopes }) => Ok(token_new(&name, &scopes)),
         Command::Import(args) => match args.try_into() {
             Ok(config) => crate::transfer::import::run(config).await,
             Err(e) => usage_error(&e),
@@ -55,6 +58,26 @@ async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> 
     let app = Application::build(config?).await?;
     app.run_until_stopped(startup::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `idminter token new`: the token on the first line of standard output, its line for the tokens
+/// file on the second, and what to do with them on standard error.
+fn token_new(name: &str, scopes: &str) -> ExitCode {
+    match crate::auth::tokens::new_line(name, scopes) {
+        Ok((token, line)) => {
+            println!("{token}");
+            println!("{line}");
+            eprintln!(
+                "line 1 is the token: give it to `{name}` (it is shown only now); line 2 goes in the \
+                 server's --auth-tokens file, which the server re-reads when it changes"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -99,10 +122,11 @@ async fn check(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
 
 async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())?
+        let token = crate::auth::BearerToken::new(args.token.as_deref())?;
+        let channel = crate::tls::client_endpoint(&args.addr, args.tls_ca.as_deref())?
             .connect()
             .await?;
-        let mut client = HealthClient::new(channel);
+        let mut client = HealthClient::with_interceptor(channel, token);
         let response = client
             .check(HealthCheckRequest {
                 service: args.service.clone(),

@@ -2,6 +2,7 @@
 //! the plain configuration structs that startup takes, which tests build directly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -57,6 +58,23 @@ pub enum Command {
     Import(crate::transfer::ImportArgs),
     /// Export every mapping from one snapshot, in primary-key order.
     Export(crate::transfer::ExportArgs),
+    /// Client tokens: `idminter token new NAME --scopes S`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `idminter token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token (give it to the client) and its line for the tokens file (the
+    /// server keeps only the token's SHA-256).
+    New {
+        /// The client's name: its principal in logs, metrics and `created_by`.
+        name: String,
+        /// A comma-separated subset of read, mint, admin (each includes the ones before it).
+        #[arg(long)]
+        scopes: String,
+    },
 }
 
 /// Where the database is and which history table records our migrations.
@@ -116,7 +134,16 @@ pub struct ServeArgs {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The most database connections this process opens.
+    /// A streaming replica of the database for the reads (LookupIds, ResolveCanonicalIds, MintIds'
+    /// lookups); what it lacks is asked of the primary, and while it is unreachable everything is.
+    #[arg(long, env = "IDMINTER_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+    /// The database URLs reach a connection pooler in transaction mode (pgbouncer's
+    /// `pool_mode = transaction`): every statement goes unnamed inside a transaction of its own.
+    /// Migrations need a direct connection: not with `--migrate`.
+    #[arg(long, env = "IDMINTER_TRANSACTION_POOLER", conflicts_with = "migrate")]
+    pub transaction_pooler: bool,
+    /// The most database connections this process opens (to each of the primary and the replica).
     #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long a request waits for a free database connection before failing with UNAVAILABLE.
@@ -157,6 +184,27 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight calls before exiting anyway.
     #[arg(long, env = "IDMINTER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// The tokens file (`NAME SCOPES SHA256HEX` per line), re-read when it changes. Without it,
+    /// every call is allowed as `anonymous`.
+    #[arg(long, env = "IDMINTER_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for the gRPC listener (the admin listener stays plain HTTP).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// The server certificate chain (PEM); with --tls-key, gRPC is served over TLS only. Re-read
+    /// when it changes.
+    #[arg(long, env = "IDMINTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, env = "IDMINTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "IDMINTER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,9 +219,16 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
-    /// The server's gRPC URL.
+    /// The server's gRPC URL; `https://` uses TLS.
     #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// A token to send (health needs none; accepted so that one environment serves every command).
+    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
+    /// system's roots.
+    #[arg(long, env = "IDMINTER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// The service to ask about; "" is the whole server.
     #[arg(long, default_value = "")]
     pub service: String,
@@ -188,6 +243,10 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub database: PgConnectOptions,
+    /// The read replica, if any.
+    pub read_database: Option<PgConnectOptions>,
+    /// Both URLs reach a pooler in transaction mode (see `store::pooler`).
+    pub transaction_pooler: bool,
     pub pool: PoolSettings,
     pub id_cache_capacity: usize,
     pub history_table: String,
@@ -199,6 +258,12 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     pub db_check_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// The tokens file; `None`: no tokens, every call allowed.
+    pub auth_tokens: Option<PathBuf>,
+    /// TLS for the gRPC listener; `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How often the tokens file and the TLS files are checked for changes.
+    pub reload_interval: Duration,
 }
 
 impl ServeConfig {
@@ -208,6 +273,8 @@ impl ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
+            read_database: None,
+            transaction_pooler: false,
             pool: PoolSettings::default(),
             id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
             history_table: HISTORY_TABLE.to_owned(),
@@ -219,6 +286,9 @@ impl ServeConfig {
             max_message_bytes: 16 * 1024 * 1024,
             db_check_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            auth_tokens: None,
+            tls: None,
+            reload_interval: Duration::from_secs(1),
         }
     }
 }
@@ -232,6 +302,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database,
+            read_database_url,
+            transaction_pooler,
             db_max_connections,
             db_acquire_timeout,
             id_cache_capacity,
@@ -243,11 +315,39 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_message_bytes,
             db_check_interval,
             shutdown_timeout,
+            auth_tokens,
+            tls,
         } = args;
+        let TlsArgs {
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } = tls;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+            }),
+            (None, None) if tls_client_ca.is_none() => None,
+            _ => anyhow::bail!(
+                "--tls-cert and --tls-key go together (and --tls-client-ca needs them)"
+            ),
+        };
         Ok(Self {
             grpc_addr,
             admin_addr,
             database: database.connect_options()?,
+            read_database: read_database_url
+                .map(|url| {
+                    PgConnectOptions::from_str(&url).map_err(|e| {
+                        anyhow::anyhow!(
+                            "IDMINTER_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}"
+                        )
+                    })
+                })
+                .transpose()?,
+            transaction_pooler,
             pool: PoolSettings {
                 max_connections: db_max_connections,
                 acquire_timeout: db_acquire_timeout,
@@ -262,6 +362,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_message_bytes,
             db_check_interval,
             shutdown_timeout,
+            auth_tokens,
+            tls,
+            reload_interval: Duration::from_secs(1),
         })
     }
 }
@@ -286,6 +389,22 @@ mod tests {
         ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
+        let parsed = Cli::try_parse_from([
+            "idminter",
+            "serve",
+            "--database-url",
+            "postgres://x@h/db",
+            "--transaction-pooler",
+            "--migrate",
+        ]);
+        assert_eq!(
+            parsed.unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

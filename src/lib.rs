@@ -10,6 +10,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -20,7 +21,9 @@ pub mod guard;
 pub mod metrics;
 pub mod pb;
 pub mod readiness;
+pub mod reload;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod transfer;

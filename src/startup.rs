@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,30 +13,44 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::Auth;
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
 use crate::readiness::{Readiness, SHUTTING_DOWN, State};
+use crate::store::pooler::Statements;
+use crate::store::replica::ReadReplica;
 use crate::store::{self, Store};
+use crate::tls::TlsServer;
 use crate::{admin, guard, pb};
 
 pub struct Application {
     config: ServeConfig,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    auth: Auth,
+    tls: Option<TlsServer>,
 }
 
 impl Application {
-    /// Binds the listeners.
+    /// Reads the tokens file and the TLS files, and binds the listeners.
     ///
     /// # Errors
-    /// A listen address is taken or invalid.
+    /// A listen address is taken or invalid; the tokens or TLS files cannot be read or are
+    /// malformed.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        let auth = match &config.auth_tokens {
+            Some(path) => Auth::load(path)?,
+            None => Auth::Disabled,
+        };
+        let tls = config.tls.clone().map(TlsServer::load).transpose()?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let admin_listener = TcpListener::bind(config.admin_addr).await?;
         Ok(Self {
             config,
             grpc_listener,
             admin_listener,
+            auth,
+            tls,
         })
     }
 
@@ -67,16 +82,51 @@ impl Application {
             config,
             grpc_listener,
             admin_listener,
+            auth,
+            tls,
         } = self;
 
         let metrics = crate::metrics::install();
+        metrics::gauge!(crate::metrics::AUTH_ENABLED).set(if auth.is_enabled() {
+            1.0
+        } else {
+            0.0
+        });
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
-        let pool = store::connect_lazy(config.database.clone(), &config.pool);
-        let store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
+        // Through a transaction-mode pooler, sqlx's statement cache would name statements that
+        // live on whichever server connection the pooler lent (see store::pooler).
+        let statements = if config.transaction_pooler {
+            Statements::Unnamed
+        } else {
+            Statements::Prepared
+        };
+        let pool_options = |options: &sqlx::postgres::PgConnectOptions| {
+            if config.transaction_pooler {
+                options.clone().statement_cache_capacity(0)
+            } else {
+                options.clone()
+            }
+        };
+        let pool = store::connect_lazy(pool_options(&config.database), &config.pool);
+        let mut store = Store::with_id_cache(pool.clone(), config.id_cache_capacity)
+            .with_statements(statements);
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let mut read_pool = None;
+        if let Some(options) = &config.read_database {
+            let replica_pool = store::connect_lazy(pool_options(options), &config.pool);
+            let replica = ReadReplica::new(replica_pool.clone());
+            tasks.spawn(store::replica::watch(
+                replica.clone(),
+                options.clone(),
+                config.db_check_interval,
+                stop.clone(),
+            ));
+            store = store.with_read_replica(replica);
+            read_pool = Some(replica_pool);
+        }
         tasks.spawn(guard::watch(
             readiness.clone(),
             config.database.clone(),
@@ -85,6 +135,22 @@ impl Application {
             config.db_check_interval,
             stop.clone(),
         ));
+        match (&auth, &config.auth_tokens) {
+            (Auth::Enabled(set), Some(path)) => {
+                tasks.spawn(crate::auth::tokens::watch(
+                    path.clone(),
+                    set.clone(),
+                    config.reload_interval,
+                    stop.clone(),
+                ));
+            }
+            _ => tracing::warn!(
+                "no --auth-tokens: every call is allowed, and recorded as `anonymous`"
+            ),
+        }
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(config.reload_interval, stop.clone()));
+        }
         // The admin listener outlives the drain, so /readyz can say "shutting down" meanwhile.
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(admin::serve(
@@ -121,7 +187,14 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        tracing::info!(%grpc_addr, %admin_addr, history_table = %config.history_table, "listening");
+        tracing::info!(
+            %grpc_addr,
+            %admin_addr,
+            history_table = %config.history_table,
+            tls = tls.is_some(),
+            auth = auth.is_enabled(),
+            "listening"
+        );
 
         let draining = {
             let readiness = readiness.clone();
@@ -142,17 +215,28 @@ impl Application {
             }
         };
 
-        let server = Server::builder()
+        // Authentication in two halves around the metrics, so that refused calls are counted with
+        // their principal (see `auth::layer`).
+        let router = Server::builder()
+            .layer(crate::auth::Authenticate::new(auth))
             .layer(crate::grpc::RpcMetricsLayer)
+            .layer(crate::auth::Enforce)
+            .layer(crate::grpc::codec::ClientFaultsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                // No Nagle delay: a small answer must not wait for the next packet.
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                draining,
-            );
+            .add_service(service);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match tls {
+                Some(tls) => Box::pin(
+                    router.serve_with_incoming_shutdown(tls.incoming(grpc_listener), draining),
+                ),
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    // No Nagle delay: a small answer must not wait for the next packet.
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    draining,
+                )),
+            };
 
         let drained = tokio::select! {
             result = server => Some(result),
@@ -169,7 +253,13 @@ impl Application {
             tracing::warn!(error = %e, "the admin listener failed");
         }
         // Calls abandoned by the shutdown timeout may still hold connections: don't wait for them.
-        if tokio::time::timeout(Duration::from_secs(1), pool.close())
+        let closing = async {
+            pool.close().await;
+            if let Some(read_pool) = &read_pool {
+                read_pool.close().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(1), closing)
             .await
             .is_err()
         {

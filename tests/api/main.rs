@@ -2,18 +2,25 @@
 //! gRPC over real sockets, in-process through the production `Application::build` or as real
 //! server processes. One binary, so it links once.
 
+mod fixtures;
 mod helpers;
 
+mod auth;
 mod cache;
+mod database_tls;
 mod dockerfile;
+mod document_properties;
 mod export;
 mod health;
+mod hostile_input;
 mod import;
 mod import_live;
 mod logs;
 mod lookup;
 mod mint;
 mod operators;
+mod provenance;
 mod race;
 mod resolve;
 mod schema_guard;
+mod tls;
