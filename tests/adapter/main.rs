@@ -13,5 +13,6 @@ mod identify;
 mod monitoring;
 mod outages;
 mod poison;
+mod redirects;
 mod shutdown;
 mod tls;
