@@ -68,9 +68,11 @@ const FIRST: u64 = 1_000_000_000;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let server = PgConnectOptions::from_str(&args.database_url).context("--database-url")?;
-    let file = args
-        .dir
-        .join(format!("idminter-transfer-{}.csv", args.rows));
+    let file = args.dir.join(format!(
+        "idminter-transfer-{}-{}.csv",
+        args.rows,
+        std::process::id()
+    ));
     let started = Instant::now();
     write_file(&file, args.rows)?;
     let file_bytes = std::fs::metadata(&file)?.len();
@@ -112,7 +114,13 @@ async fn main() -> anyhow::Result<()> {
     db.drop().await?;
 
     if args.base_rows > 0 {
-        let name = format!("idminter_bench_{}", args.base_rows);
+        // The workloads benchmark's name for a database of this size, so that both reuse it.
+        let label = match args.base_rows {
+            n if n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}k", n / 1_000),
+            n => n.to_string(),
+        };
+        let name = format!("idminter_bench_{label}");
         let url = server.clone().database(&name);
         let url = format!(
             "postgres://{}@{}:{}/{name}",
@@ -179,7 +187,8 @@ struct Scratch {
 impl Scratch {
     async fn create(server: &PgConnectOptions, what: &str) -> anyhow::Result<Self> {
         let admin = server.clone().database("postgres");
-        let name = format!("idminter_bench_transfer_{what}");
+        // The process id: two checkouts benchmarking at once never share a database.
+        let name = format!("idminter_bench_transfer_{what}_{}", std::process::id());
         let mut conn = PgConnection::connect_with(&admin).await?;
         conn.execute(AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -155,7 +155,7 @@ impl Layout {
     pub fn fields(&self, values: Vec<Option<String>>) -> Result<Fields, String> {
         if values.len() != self.positions.len() {
             return Err(format!(
-                "has {} fields, the header {}",
+                "the row has {} fields, the header {}",
                 values.len(),
                 self.positions.len()
             ));
@@ -327,7 +327,7 @@ impl<R: BufRead> Records<R> {
             .into_iter()
             .map(|v| v.map(String::from_utf8).transpose())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| "is not valid UTF-8".to_owned())
+            .map_err(|_| "the row is not valid UTF-8".to_owned())
             .and_then(|values| layout.fields(values));
         Ok(Some(Record { line, raw, fields }))
     }
@@ -396,8 +396,11 @@ impl<R: BufRead> Records<R> {
             let raw = String::from_utf8_lossy(buf).into_owned();
             let fields = match serde_json::from_slice::<serde_json::Value>(buf) {
                 Ok(serde_json::Value::Object(object)) => Fields::from_json(object),
-                Ok(other) => Err(format!("is {}, not a JSON object", json_kind(&other))),
-                Err(e) => Err(format!("is not valid JSON: {e}")),
+                Ok(other) => Err(format!(
+                    "the row is {}, not a JSON object",
+                    json_kind(&other)
+                )),
+                Err(e) => Err(format!("the row is not valid JSON: {e}")),
             };
             return Ok(Some(Record {
                 line: *line,

@@ -187,18 +187,21 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
             stats.staged
         }
     };
-    tracing::debug!(staged, "rows staged");
 
     // Phase 2: classify and write.
+    reporter.phase(Phase::Classifying { rows: staged });
     let counts = plan::classify(&mut conn).await?;
     summary.present = counts.present;
     summary.conflicts = counts.conflict;
     plan::conflicts(&mut conn, |c| rejects.conflict(&c)).await?;
     if config.dry_run {
-        summary.imported = counts.insert;
+        let alone = plan::dry_run(&mut conn, |c| rejects.conflict(&c)).await?;
+        summary.imported = counts.insert + alone.insert;
+        summary.present += alone.present;
+        summary.conflicts += alone.conflict;
     } else {
         reporter.phase(Phase::Writing {
-            total: counts.insert,
+            total: staged - counts.present - counts.conflict,
         });
         for chunk in plan::chunks(&mut conn, config.chunk_rows).await? {
             let applied = plan::apply(&mut conn, chunk).await?;
@@ -266,10 +269,7 @@ fn load(
         while let Some(record) = records.next_record().map_err(|e| failed(&input.name, &e))? {
             stats.read += 1;
             counters.rows.fetch_add(1, Ordering::Relaxed);
-            let valid = record
-                .fields
-                .map_err(|e| format!("the row {e}"))
-                .and_then(|fields| validate(fields, aliases));
+            let valid = record.fields.and_then(|fields| validate(fields, aliases));
             match valid {
                 Ok(row) => {
                     stats.staged += 1;

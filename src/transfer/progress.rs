@@ -29,6 +29,8 @@ pub struct Counters {
 pub enum Phase {
     /// Reading the input, out of `total` bytes when known.
     Reading { total: Option<u64> },
+    /// PostgreSQL classifying the staged rows.
+    Classifying { rows: u64 },
     /// Writing `total` rows into the table.
     Writing { total: u64 },
     /// Export: rows written so far.
@@ -46,6 +48,7 @@ pub struct Reporter {
 impl Reporter {
     /// Starts reporting on stderr.
     pub fn start(counters: Arc<Counters>, phase: Phase) -> Self {
+        announce(phase);
         let (tx, rx) = tokio::sync::watch::channel(phase);
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(counters.clone(), rx, stop.clone()));
@@ -61,7 +64,9 @@ impl Reporter {
         &self.counters
     }
 
+    /// Switches to `phase`; without a terminal, says so in the log at once.
     pub fn phase(&self, phase: Phase) {
+        announce(phase);
         self.phase.send_replace(phase);
     }
 
@@ -69,6 +74,24 @@ impl Reporter {
     pub async fn finish(self) {
         self.stop.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Logs the start of a phase, when stderr is not a terminal (where the bar says it).
+fn announce(phase: Phase) {
+    if std::io::stderr().is_terminal() {
+        return;
+    }
+    match phase {
+        Phase::Reading { total: Some(total) } => {
+            tracing::info!("import: reading {total} bytes of input")
+        }
+        Phase::Reading { total: None } => tracing::info!("import: reading the input"),
+        Phase::Classifying { rows } => {
+            tracing::info!("import: classifying {rows} rows in PostgreSQL")
+        }
+        Phase::Writing { total } => tracing::info!("import: writing {total} rows"),
+        Phase::Exporting => tracing::info!("export: writing every mapping"),
     }
 }
 
@@ -116,6 +139,7 @@ async fn run(
                     bar.set_position(bytes);
                     bar.set_message(format!("{rows} rows read"));
                 }
+                Phase::Classifying { .. } => {}
                 Phase::Writing { .. } => bar.set_position(applied),
                 Phase::Exporting => bar.set_position(rows),
             }
@@ -133,6 +157,10 @@ async fn run(
                     rows as f64 / elapsed
                 );
             }
+            Phase::Classifying { rows } => tracing::info!(
+                "import: classifying {rows} rows in PostgreSQL ({:.0}s so far)",
+                elapsed
+            ),
             Phase::Writing { total } => tracing::info!(
                 "import: writing: {applied} of {total} rows, {:.0} rows/s",
                 applied as f64 / elapsed
@@ -155,6 +183,7 @@ fn style(bar: &ProgressBar, phase: Phase) {
             Some(total),
         ),
         Phase::Reading { total: None } => ("reading  {spinner} {bytes} {msg}", None),
+        Phase::Classifying { .. } => ("classifying {spinner} ({elapsed})", None),
         Phase::Writing { total } => (
             "writing  {wide_bar} {human_pos}/{human_len} rows, {per_sec} ({eta})",
             Some(total),

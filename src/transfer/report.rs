@@ -127,12 +127,6 @@ impl Rejects {
                 "a second minted row: the canonical ID's minted row is {}:{line}",
                 self.file(*src)
             ),
-            Reason::Raced { other_id } => format!(
-                "the identifier got canonical ID {other_id} from another writer during the import"
-            ),
-            Reason::RacedMinted => {
-                "another writer took the canonical ID's minted row during the import".to_owned()
-            }
         }
     }
 

@@ -538,3 +538,36 @@ async fn usage_errors_exit_2_and_write_nothing() {
     }
     assert_eq!(db.count().await, 0);
 }
+
+// === progress ===
+
+#[tokio::test]
+async fn without_a_terminal_import_logs_each_phase_and_ends_with_a_one_line_summary() {
+    let db = TestDatabase::migrated().await;
+    let dir = Scratch::new();
+    let file = dir.file(
+        "m.csv",
+        "canonical_id,identifier_type,ontology_type,value\n\
+         a2345678,t,Work,1\nb2345678,t,Work,2\nc2345678,t,Work,3\n",
+    );
+
+    let output = idminter_command(&db, &["import", &file])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for phase in [
+        "import: reading ",
+        "import: classifying 3 rows in PostgreSQL",
+        "import: writing 3 rows",
+    ] {
+        assert!(stderr.contains(phase), "{phase:?} not logged:\n{stderr}");
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("3 rows read: 3 imported, 0 already present, 0 rejected, 0 conflicts ("),
+        "{stdout}"
+    );
+}
