@@ -60,6 +60,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         request.extensions_mut().insert(Arrival(started));
+        let parent = crate::telemetry::remote_parent(request.headers());
         let method = method_label(request.uri().path());
         let span = tracing::info_span!("rpc", %method);
         let future = self.inner.call(request);
@@ -89,7 +90,7 @@ where
                 }
                 result
             }
-            .instrument(span),
+            .instrument(crate::telemetry::with_parent(span, parent)),
         )
     }
 }

@@ -12,3 +12,4 @@ mod monitoring;
 mod outages;
 mod poison;
 mod shutdown;
+mod traces;
