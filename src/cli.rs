@@ -9,7 +9,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::client::{self, Call};
-use crate::config::{Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig};
+use crate::config::{
+    Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig, TokenCommand,
+};
 use crate::startup::{self, Application};
 use crate::store::baseline;
 use crate::store::schema::SchemaState;
@@ -37,6 +39,15 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Lookup(args) => Ok(client::run(Call::Lookup, args).await),
         Command::Resolve(args) => Ok(client::run(Call::Resolve, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
+        Command::Token(TokenCommand::New { name, scopes }) => Ok(token_new(&name, &scopes)),
+        Command::Import(args) => match args.try_into() {
+            Ok(config) => crate::transfer::import::run(config).await,
+            Err(e) => usage_error(&e),
+        },
+        Command::Export(args) => match args.try_into() {
+            Ok(config) => crate::transfer::export::run(config).await,
+            Err(e) => usage_error(&e),
+        },
     };
     telemetry.shutdown().await;
     match result {
@@ -48,10 +59,36 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// A command line clap accepted but whose values do not fit together: exit 2, as clap's own.
+fn usage_error(e: &anyhow::Error) -> anyhow::Result<ExitCode> {
+    eprintln!("error: {e:#}");
+    Ok(ExitCode::from(2))
+}
+
 async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> {
     let app = Application::build(config?).await?;
     app.run_until_stopped(startup::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `idminter token new`: the token on the first line of standard output, its line for the tokens
+/// file on the second, and what to do with them on standard error.
+fn token_new(name: &str, scopes: &str) -> ExitCode {
+    match crate::auth::tokens::new_line(name, scopes) {
+        Ok((token, line)) => {
+            println!("{token}");
+            println!("{line}");
+            eprintln!(
+                "line 1 is the token: give it to `{name}` (it is shown only now); line 2 goes in the \
+                 server's --auth-tokens file, which the server re-reads when it changes"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
@@ -96,10 +133,11 @@ async fn check(args: DatabaseArgs) -> anyhow::Result<ExitCode> {
 
 async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
     let ask = async {
-        let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())?
+        let token = crate::auth::BearerToken::new(args.token.as_deref())?;
+        let channel = crate::tls::client_endpoint(&args.addr, args.tls_ca.as_deref())?
             .connect()
             .await?;
-        let mut client = HealthClient::new(channel);
+        let mut client = HealthClient::with_interceptor(channel, token);
         let response = client
             .check(HealthCheckRequest {
                 service: args.service.clone(),

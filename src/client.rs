@@ -7,6 +7,7 @@
 //! 9 FAILED_PRECONDITION, 14 UNAVAILABLE, ...).
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,17 +15,28 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tonic::Status;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
+use crate::auth::BearerToken;
 use crate::pb;
 use crate::pb::id_minter_client::IdMinterClient;
+
+type Client = IdMinterClient<InterceptedService<Channel, BearerToken>>;
 
 /// Flags shared by the client commands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The server's gRPC URL.
+    /// The server's gRPC URL; `https://` uses TLS.
     #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// The token to send (`authorization: Bearer TOKEN`) to a server that checks tokens.
+    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
+    /// system's roots.
+    #[arg(long, env = "IDMINTER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Entries per call when reading standard input.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
@@ -120,12 +132,20 @@ async fn run_inner(call: Call, args: ClientArgs) -> Result<(), Status> {
     } else {
         args.entries.clone()
     };
-    let channel = Endpoint::from_shared(args.addr.clone())
-        .map_err(|e| Status::invalid_argument(format!("--addr: {e}")))?
+    let token = BearerToken::new(args.token.as_deref())
+        .map_err(|e| Status::invalid_argument(format!("--token: {e}")))?;
+    let channel = crate::tls::client_endpoint(&args.addr, args.tls_ca.as_deref())
+        .map_err(|e| Status::invalid_argument(format!("--addr: {e:#}")))?
         .connect()
         .await
-        .map_err(|e| Status::unavailable(format!("cannot connect to {}: {e}", args.addr)))?;
-    let mut client = IdMinterClient::new(channel);
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "cannot connect to {}: {}",
+                args.addr,
+                error_chain(&e)
+            ))
+        })?;
+    let mut client = IdMinterClient::with_interceptor(channel, token);
     let mut out = std::io::stdout().lock();
     for (n, batch) in lines.chunks(args.batch_size as usize).enumerate() {
         let offset = n * args.batch_size as usize;
@@ -155,6 +175,18 @@ async fn run_inner(call: Call, args: ClientArgs) -> Result<(), Status> {
     Ok(())
 }
 
+/// An error with its causes on one line (a TLS failure says why only in a cause).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
@@ -162,7 +194,7 @@ fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
 }
 
 async fn mint(
-    client: &mut IdMinterClient<Channel>,
+    client: &mut Client,
     entries: Vec<Entry>,
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, Status> {
@@ -195,7 +227,7 @@ async fn mint(
 }
 
 async fn lookup(
-    client: &mut IdMinterClient<Channel>,
+    client: &mut Client,
     entries: Vec<Entry>,
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, Status> {
@@ -219,7 +251,7 @@ async fn lookup(
 }
 
 async fn resolve(
-    client: &mut IdMinterClient<Channel>,
+    client: &mut Client,
     ids: &[String],
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, Status> {

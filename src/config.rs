@@ -2,6 +2,7 @@
 //! the plain configuration structs that startup takes, which tests build directly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -56,6 +57,28 @@ pub enum Command {
     Resolve(crate::client::ClientArgs),
     /// Run the queue adapter: SQS documents in, identified documents out.
     Adapter(crate::adapter::AdapterArgs),
+    /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
+    /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
+    Import(crate::transfer::ImportArgs),
+    /// Export every mapping from one snapshot, in primary-key order.
+    Export(crate::transfer::ExportArgs),
+    /// Client tokens: `idminter token new NAME --scopes S`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `idminter token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token (give it to the client) and its line for the tokens file (the
+    /// server keeps only the token's SHA-256).
+    New {
+        /// The client's name: its principal in logs, metrics and `created_by`.
+        name: String,
+        /// A comma-separated subset of read, mint, admin (each includes the ones before it).
+        #[arg(long)]
+        scopes: String,
+    },
 }
 
 /// Where the database is and which history table records our migrations.
@@ -81,7 +104,7 @@ impl DatabaseArgs {
 
 /// Checks one `FROM=TO` alias on its own, so that a malformed one is a usage error (exit 2);
 /// [`OntologyAliases::parse`] checks the set (conflicts, chains).
-fn parse_alias(pair: &str) -> Result<String, String> {
+pub(crate) fn parse_alias(pair: &str) -> Result<String, String> {
     OntologyAliases::parse(&[pair]).map(|_| pair.to_owned())
 }
 
@@ -156,6 +179,27 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight calls before exiting anyway.
     #[arg(long, env = "IDMINTER_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// The tokens file (`NAME SCOPES SHA256HEX` per line), re-read when it changes. Without it,
+    /// every call is allowed as `anonymous`.
+    #[arg(long, env = "IDMINTER_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS for the gRPC listener (the admin listener stays plain HTTP).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// The server certificate chain (PEM); with --tls-key, gRPC is served over TLS only. Re-read
+    /// when it changes.
+    #[arg(long, env = "IDMINTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, env = "IDMINTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "IDMINTER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -170,9 +214,16 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
-    /// The server's gRPC URL.
+    /// The server's gRPC URL; `https://` uses TLS.
     #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// A token to send (health needs none; accepted so that one environment serves every command).
+    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
+    /// system's roots.
+    #[arg(long, env = "IDMINTER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// The service to ask about; "" is the whole server.
     #[arg(long, default_value = "")]
     pub service: String,
@@ -198,6 +249,12 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     pub db_check_interval: Duration,
     pub shutdown_timeout: Duration,
+    /// The tokens file; `None`: no tokens, every call allowed.
+    pub auth_tokens: Option<PathBuf>,
+    /// TLS for the gRPC listener; `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// How often the tokens file and the TLS files are checked for changes.
+    pub reload_interval: Duration,
 }
 
 impl ServeConfig {
@@ -218,6 +275,9 @@ impl ServeConfig {
             max_message_bytes: 16 * 1024 * 1024,
             db_check_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
+            auth_tokens: None,
+            tls: None,
+            reload_interval: Duration::from_secs(1),
         }
     }
 }
@@ -242,7 +302,25 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_message_bytes,
             db_check_interval,
             shutdown_timeout,
+            auth_tokens,
+            tls,
         } = args;
+        let TlsArgs {
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+        } = tls;
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+            }),
+            (None, None) if tls_client_ca.is_none() => None,
+            _ => anyhow::bail!(
+                "--tls-cert and --tls-key go together (and --tls-client-ca needs them)"
+            ),
+        };
         Ok(Self {
             grpc_addr,
             admin_addr,
@@ -261,6 +339,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_message_bytes,
             db_check_interval,
             shutdown_timeout,
+            auth_tokens,
+            tls,
+            reload_interval: Duration::from_secs(1),
         })
     }
 }

@@ -4,11 +4,13 @@
 //! - [`domain`]: identifiers, canonical IDs and the rules of minting; knows nothing of gRPC or SQL;
 //! - [`store`]: the PostgreSQL schema, its migrations and the queries, in domain types;
 //! - [`grpc`]: the tonic service, translating between protobuf and the domain;
+//! - [`transfer`]: `import` and `export`, mappings in and out in bulk;
 //! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
 #![forbid(unsafe_code)]
 
 pub mod adapter;
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -19,6 +21,9 @@ pub mod guard;
 pub mod metrics;
 pub mod pb;
 pub mod readiness;
+pub mod reload;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
+pub mod transfer;

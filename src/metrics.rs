@@ -15,6 +15,7 @@ pub const ADAPTER_MESSAGES: &str = "idminter_adapter_messages_total";
 pub const ADAPTER_OLDEST_MESSAGE_AGE: &str = "idminter_adapter_oldest_message_age_seconds";
 pub const ADAPTER_QUEUE_DEPTH: &str = "idminter_adapter_queue_depth";
 pub const ID_CACHE_LOOKUPS: &str = "idminter_id_cache_lookups_total";
+pub const AUTH_ENABLED: &str = "idminter_auth_enabled";
 
 /// Latency buckets from 0.5 ms (one cached identifier) to 30 s (the default request timeout).
 const DURATION_BUCKETS: &[f64] = &[
@@ -42,7 +43,14 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!(RPC_REQUESTS, "gRPC calls by method and status code");
+    metrics::describe_counter!(
+        RPC_REQUESTS,
+        "gRPC calls by method, status code and principal (the token's NAME, or anonymous)"
+    );
+    metrics::describe_gauge!(
+        AUTH_ENABLED,
+        "1 when the server checks tokens (--auth-tokens), 0 when every call is allowed"
+    );
     metrics::describe_histogram!(
         RPC_DURATION,
         metrics::Unit::Seconds,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -12,30 +13,42 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::Auth;
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
 use crate::readiness::{Readiness, SHUTTING_DOWN, State};
 use crate::store::{self, Store};
+use crate::tls::TlsServer;
 use crate::{admin, guard, pb};
 
 pub struct Application {
     config: ServeConfig,
     grpc_listener: TcpListener,
     admin_listener: TcpListener,
+    auth: Auth,
+    tls: Option<TlsServer>,
 }
 
 impl Application {
-    /// Binds the listeners.
+    /// Reads the tokens file and the TLS files, and binds the listeners.
     ///
     /// # Errors
-    /// A listen address is taken or invalid.
+    /// A listen address is taken or invalid; the tokens or TLS files cannot be read or are
+    /// malformed.
     pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        let auth = match &config.auth_tokens {
+            Some(path) => Auth::load(path)?,
+            None => Auth::Disabled,
+        };
+        let tls = config.tls.clone().map(TlsServer::load).transpose()?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let admin_listener = TcpListener::bind(config.admin_addr).await?;
         Ok(Self {
             config,
             grpc_listener,
             admin_listener,
+            auth,
+            tls,
         })
     }
 
@@ -67,9 +80,16 @@ impl Application {
             config,
             grpc_listener,
             admin_listener,
+            auth,
+            tls,
         } = self;
 
         let metrics = crate::metrics::install();
+        metrics::gauge!(crate::metrics::AUTH_ENABLED).set(if auth.is_enabled() {
+            1.0
+        } else {
+            0.0
+        });
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
         let pool = store::connect_lazy(config.database.clone(), &config.pool);
@@ -85,6 +105,22 @@ impl Application {
             config.db_check_interval,
             stop.clone(),
         ));
+        match (&auth, &config.auth_tokens) {
+            (Auth::Enabled(set), Some(path)) => {
+                tasks.spawn(crate::auth::tokens::watch(
+                    path.clone(),
+                    set.clone(),
+                    config.reload_interval,
+                    stop.clone(),
+                ));
+            }
+            _ => tracing::warn!(
+                "no --auth-tokens: every call is allowed, and recorded as `anonymous`"
+            ),
+        }
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(config.reload_interval, stop.clone()));
+        }
         // The admin listener outlives the drain, so /readyz can say "shutting down" meanwhile.
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(admin::serve(
@@ -121,7 +157,14 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        tracing::info!(%grpc_addr, %admin_addr, history_table = %config.history_table, "listening");
+        tracing::info!(
+            %grpc_addr,
+            %admin_addr,
+            history_table = %config.history_table,
+            tls = tls.is_some(),
+            auth = auth.is_enabled(),
+            "listening"
+        );
 
         let draining = {
             let readiness = readiness.clone();
@@ -142,17 +185,27 @@ impl Application {
             }
         };
 
-        let server = Server::builder()
+        // Authentication in two halves around the metrics, so that refused calls are counted with
+        // their principal (see `auth::layer`).
+        let router = Server::builder()
+            .layer(crate::auth::Authenticate::new(auth))
             .layer(crate::grpc::RpcMetricsLayer)
+            .layer(crate::auth::Enforce)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                // No Nagle delay: a small answer must not wait for the next packet.
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                draining,
-            );
+            .add_service(service);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match tls {
+                Some(tls) => Box::pin(
+                    router.serve_with_incoming_shutdown(tls.incoming(grpc_listener), draining),
+                ),
+                None => Box::pin(router.serve_with_incoming_shutdown(
+                    // No Nagle delay: a small answer must not wait for the next packet.
+                    TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                    draining,
+                )),
+            };
 
         let drained = tokio::select! {
             result = server => Some(result),

@@ -81,7 +81,7 @@ pub async fn call(pool: &PgPool, workload: Workload, batch: Vec<Entry>) -> anyho
                     minted: *minted,
                 })
                 .collect();
-            let was_inserted = queries::insert(&mut *tx, &new_rows).await?;
+            let was_inserted = queries::insert(&mut *tx, &new_rows, "anonymous").await?;
             drop(new_rows);
             let mut skipped = Vec::new();
             for (row, inserted) in rows.into_iter().zip(was_inserted) {

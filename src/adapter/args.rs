@@ -40,6 +40,13 @@ pub struct AdapterArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub minter_addr: String,
+    /// The token sent to a minter that checks tokens (it needs the `mint` scope).
+    #[arg(long, env = "IDMINTER_ADAPTER_MINTER_TOKEN", hide_env_values = true)]
+    pub minter_token: Option<String>,
+    /// The CA certificate (PEM) that signed an https:// minter's certificate; default: the
+    /// system's roots.
+    #[arg(long, env = "IDMINTER_ADAPTER_MINTER_TLS_CA")]
+    pub minter_tls_ca: Option<std::path::PathBuf>,
     /// The admin HTTP listen address (/metrics, /healthz).
     #[arg(
         long,
@@ -82,6 +89,8 @@ pub struct AdapterConfig {
     pub queue_url: String,
     pub output: OutputTarget,
     pub minter_addr: String,
+    pub minter_token: Option<String>,
+    pub minter_tls_ca: Option<std::path::PathBuf>,
     pub admin_addr: SocketAddr,
     pub max_messages: u8,
     pub wait_seconds: u8,
@@ -102,6 +111,8 @@ impl TryFrom<AdapterArgs> for AdapterConfig {
             output_queue_url,
             output_topic_arn,
             minter_addr,
+            minter_token,
+            minter_tls_ca,
             admin_addr,
             max_messages,
             wait_seconds,
@@ -127,6 +138,8 @@ impl TryFrom<AdapterArgs> for AdapterConfig {
             queue_url,
             output,
             minter_addr,
+            minter_token,
+            minter_tls_ca,
             admin_addr,
             max_messages,
             wait_seconds,

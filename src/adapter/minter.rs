@@ -8,9 +8,11 @@ use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::adapter::document::{Mint, SourceKey};
+use crate::auth::BearerToken;
 use crate::domain::CanonicalId;
 use crate::pb;
 use crate::pb::id_minter_client::IdMinterClient;
@@ -30,10 +32,17 @@ pub enum MintError {
     Unavailable(String),
 }
 
+/// How the adapter proves itself to the minter: a token, and the CA of an https:// minter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub token: Option<&'a str>,
+    pub tls_ca: Option<&'a std::path::Path>,
+}
+
 /// A MintIds client for one minter.
 #[derive(Clone)]
 pub struct Minter {
-    client: IdMinterClient<Channel>,
+    client: IdMinterClient<InterceptedService<Channel, BearerToken>>,
     /// For error messages: which minter.
     addr: String,
     max_batch: usize,
@@ -42,17 +51,24 @@ pub struct Minter {
 
 impl Minter {
     /// A client that connects on first use (and reconnects by itself), so that the adapter starts
-    /// while the minter is still down.
+    /// while the minter is still down. An `https://` address uses TLS.
     ///
     /// # Errors
-    /// `addr` is not a URL.
-    pub fn connect_lazy(addr: &str, max_batch: usize, timeout: Duration) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| anyhow::anyhow!("--minter-addr `{addr}` is not a valid URL: {e}"))?
+    /// `addr` is not a URL, the CA file cannot be read, or the token cannot be sent as metadata.
+    pub fn connect_lazy(
+        addr: &str,
+        credentials: Credentials<'_>,
+        max_batch: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let endpoint = crate::tls::client_endpoint(addr, credentials.tls_ca)
+            .map_err(|e| anyhow::anyhow!("--minter-addr: {e:#}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout);
+        let token = BearerToken::new(credentials.token)
+            .map_err(|e| anyhow::anyhow!("--minter-token: {e}"))?;
         Ok(Self {
-            client: IdMinterClient::new(endpoint.connect_lazy()),
+            client: IdMinterClient::with_interceptor(endpoint.connect_lazy(), token),
             addr: addr.to_owned(),
             max_batch: max_batch.max(1),
             timeout,

@@ -80,6 +80,10 @@ impl Adapter {
             aws::load(Duration::from_secs(u64::from(config.wait_seconds)) + ATTEMPT_MARGIN).await?;
         let minter = Minter::connect_lazy(
             &config.minter_addr,
+            crate::adapter::minter::Credentials {
+                token: config.minter_token.as_deref(),
+                tls_ca: config.minter_tls_ca.as_deref(),
+            },
             config.mint_max_batch,
             config.mint_timeout,
         )?;

@@ -1,6 +1,7 @@
 //! Tower layers around the gRPC server:
-//! - [`RpcMetricsLayer`] (all services): one span per call, and the request counter by method and
-//!   gRPC code and the latency histogram, counted once here rather than in every handler;
+//! - [`RpcMetricsLayer`] (all services): one span per call, and the request counter by method,
+//!   gRPC code and principal (put in the extensions by `auth::Authenticate`, outside this layer)
+//!   and the latency histogram, counted once here rather than in every handler;
 //! - [`limit_concurrency`] (our service only): at most N calls at once, RESOURCE_EXHAUSTED beyond,
 //!   using tower's load-shedding concurrency limit. Health checks stay outside the limit, so an
 //!   overloaded server is not mistaken for a dead one.
@@ -21,6 +22,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
 use super::deadline::Arrival;
+use crate::auth::Principal;
 use crate::metrics::{RPC_DURATION, RPC_REQUESTS};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -62,7 +64,13 @@ where
         request.extensions_mut().insert(Arrival(started));
         let parent = crate::telemetry::remote_parent(request.headers());
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!("rpc", %method);
+        // Bounded: the names of the tokens file, and `anonymous`.
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::anonymous);
+        let span = tracing::info_span!("rpc", %method, %principal);
         let future = self.inner.call(request);
         Box::pin(
             async move {
@@ -80,7 +88,7 @@ where
                     Err(_) => tonic::Code::Internal,
                 };
                 let code_label = format!("{code:?}");
-                metrics::counter!(RPC_REQUESTS, "method" => method.clone(), "code" => code_label.clone()).increment(1);
+                metrics::counter!(RPC_REQUESTS, "method" => method.clone(), "code" => code_label.clone(), "principal" => principal.to_string()).increment(1);
                 metrics::histogram!(RPC_DURATION, "method" => method).record(elapsed.as_secs_f64());
                 let latency_ms = elapsed.as_secs_f64() * 1000.0;
                 if code == tonic::Code::Ok {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::{convert, deadline};
+use crate::auth::Principal;
 use crate::domain::{MintOutcome, MintPlan, Minted, OntologyAliases};
 use crate::error::Error;
 use crate::pb;
@@ -60,10 +61,15 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         request: Request<pb::MintIdsRequest>,
     ) -> Result<Response<pb::MintIdsResponse>, Status> {
         let deadline = deadline::deadline(&request, self.request_timeout);
+        // Provenance: the rows this call creates record who asked.
+        let principal = Principal::of(&request);
         deadline::within(deadline, async {
             self.readiness.check()?;
             let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
-            let minted = self.store.mint(MintPlan::new(items)?).await?;
+            let minted = self
+                .store
+                .mint(MintPlan::new(items)?, principal.as_str())
+                .await?;
             record_outcomes(&minted);
             Ok::<_, Error>(Response::new(convert::mint_response(minted)))
         })

@@ -28,7 +28,12 @@ use crate::error::Error;
 /// IDs, even a table of 10^9 rows makes one retry rare and eight consecutive ones impossible.
 const MAX_ID_DRAWS: usize = 8;
 
-pub async fn mint(pool: &PgPool, cache: &IdCache, plan: MintPlan) -> Result<Vec<Minted>, Error> {
+pub async fn mint(
+    pool: &PgPool,
+    cache: &IdCache,
+    plan: MintPlan,
+    created_by: &str,
+) -> Result<Vec<Minted>, Error> {
     let known = super::lookup(pool, cache, plan.to_look_up()).await?;
     let mut pending = plan.resolve(known)?;
 
@@ -38,8 +43,8 @@ pub async fn mint(pool: &PgPool, cache: &IdCache, plan: MintPlan) -> Result<Vec<
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        insert_roots_and_known_inheritors(&mut tx, &mut pending).await?;
-        insert_new_inheritors(&mut tx, &mut pending).await?;
+        insert_roots_and_known_inheritors(&mut tx, &mut pending, created_by).await?;
+        insert_new_inheritors(&mut tx, &mut pending, created_by).await?;
         tx.commit().await?;
     }
     pending.into_answers().map_err(|i| {
@@ -55,6 +60,7 @@ type Planned = (usize, CanonicalId, bool);
 async fn insert_roots_and_known_inheritors(
     tx: &mut sqlx::PgConnection,
     pending: &mut Pending,
+    created_by: &str,
 ) -> Result<(), Error> {
     let mut rows: Vec<Planned> = pending
         .roots()
@@ -68,7 +74,7 @@ async fn insert_roots_and_known_inheritors(
         )
         .collect();
     for _ in 0..MAX_ID_DRAWS {
-        let not_found = insert_and_settle(tx, pending, rows).await?;
+        let not_found = insert_and_settle(tx, pending, rows, created_by).await?;
         if not_found.is_empty() {
             return Ok(());
         }
@@ -89,6 +95,7 @@ async fn insert_roots_and_known_inheritors(
 async fn insert_new_inheritors(
     tx: &mut sqlx::PgConnection,
     pending: &mut Pending,
+    created_by: &str,
 ) -> Result<(), Error> {
     let rows = pending
         .inherit_new()
@@ -102,7 +109,7 @@ async fn insert_new_inheritors(
             Ok((i, id, false))
         })
         .collect::<Result<Vec<Planned>, Error>>()?;
-    let not_found = insert_and_settle(tx, pending, rows).await?;
+    let not_found = insert_and_settle(tx, pending, rows, created_by).await?;
     match not_found.first() {
         None => Ok(()),
         Some((i, _, _)) => Err(vanished(pending, *i)),
@@ -115,6 +122,7 @@ async fn insert_and_settle(
     tx: &mut sqlx::PgConnection,
     pending: &mut Pending,
     rows: Vec<Planned>,
+    created_by: &str,
 ) -> Result<Vec<Planned>, Error> {
     if rows.is_empty() {
         return Ok(rows);
@@ -127,7 +135,7 @@ async fn insert_and_settle(
             minted: *minted,
         })
         .collect();
-    let was_inserted = queries::insert(&mut *tx, &new_rows).await?;
+    let was_inserted = queries::insert(&mut *tx, &new_rows, created_by).await?;
     drop(new_rows);
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {

@@ -91,14 +91,15 @@ impl Store {
             .collect())
     }
 
-    /// Answers a MintIds call; see [`mint`](self::mint) for how.
+    /// Answers a MintIds call; see [`mint`](self::mint) for how. The rows it creates record
+    /// `created_by` (the call's principal) as their provenance.
     ///
     /// # Errors
     /// [`Error::PredecessorNotMinted`] before anything is written; [`Error::Unavailable`] and
     /// [`Error::Internal`] after rolling back whatever was written.
     #[tracing::instrument(name = "db.mint", level = "debug", skip_all, fields(db.system = "postgresql"))]
-    pub async fn mint(&self, plan: MintPlan) -> Result<Vec<Minted>, Error> {
-        mint::mint(&self.pool, &self.cache, plan).await
+    pub async fn mint(&self, plan: MintPlan, created_by: &str) -> Result<Vec<Minted>, Error> {
+        mint::mint(&self.pool, &self.cache, plan, created_by).await
     }
 }
 

@@ -100,7 +100,8 @@ pub async fn resolve<'e>(
         .collect()
 }
 
-/// Inserts the rows that do not conflict and tells, for each row in `rows`, whether it was inserted.
+/// Inserts the rows that do not conflict, recording `created_by` as their provenance (a principal,
+/// or `import`), and tells, for each row in `rows`, whether it was inserted.
 /// A row is skipped when its identifier already has a row (another call got there first, possibly
 /// after this transaction's snapshot) or when its freshly drawn ID is already taken.
 ///
@@ -109,6 +110,7 @@ pub async fn resolve<'e>(
 pub async fn insert<'e>(
     db: impl PgExecutor<'e>,
     rows: &[NewRow<'_>],
+    created_by: &str,
 ) -> Result<Vec<bool>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -132,8 +134,8 @@ pub async fn insert<'e>(
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[]) \
                  WITH ORDINALITY AS r(identifier_type, ontology_type, value, canonical_id, minted, i) \
          ), inserted AS ( \
-             INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
-             SELECT identifier_type, ontology_type, value, canonical_id, minted FROM input \
+             INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted, created_by) \
+             SELECT identifier_type, ontology_type, value, canonical_id, minted, $6::text FROM input \
              ON CONFLICT DO NOTHING \
              RETURNING identifier_type, ontology_type, value \
          ) \
@@ -144,6 +146,7 @@ pub async fn insert<'e>(
     .bind(values)
     .bind(ids)
     .bind(minted)
+    .bind(created_by)
     .fetch_one(db)
     .await?;
     // ORDINALITY counts from 1, in sorted order.

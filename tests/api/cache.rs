@@ -60,7 +60,10 @@ async fn cached_answers_always_match_the_table_across_replicas_and_evictions() {
                     predecessor: (i % 10 == 9).then(|| ident(&values[i - 1])),
                 })
                 .collect();
-            match replica.mint(MintPlan::new(items).unwrap()).await {
+            match replica
+                .mint(MintPlan::new(items).unwrap(), "anonymous")
+                .await
+            {
                 Ok(minted) => minted
                     .into_iter()
                     .map(|m| (m.source_identifier.value().to_owned(), Some(m.canonical_id)))
@@ -127,6 +130,7 @@ async fn a_mint_whose_commit_fails_leaves_no_answer_behind() {
                 predecessor: None,
             }])
             .unwrap(),
+            "anonymous",
         )
         .await;
     assert!(failed.is_err(), "the commit must fail: {failed:?}");
@@ -151,6 +155,7 @@ async fn a_mint_whose_commit_fails_leaves_no_answer_behind() {
                 predecessor: None,
             }])
             .unwrap(),
+            "anonymous",
         )
         .await
         .unwrap();

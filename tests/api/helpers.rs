@@ -292,6 +292,11 @@ impl ServerProcess {
     /// Starts `idminter serve` on loopback with OS-chosen ports and reads the bound addresses from
     /// its first log line.
     pub fn start(database_url: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(database_url, extra, &[])
+    }
+
+    /// As [`start`](Self::start), with environment variables (`RUST_LOG` among them) set.
+    pub fn start_with_env(database_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
             .args([
                 "--log-format",
@@ -306,6 +311,7 @@ impl ServerProcess {
             .args(extra)
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -345,6 +351,12 @@ impl ServerProcess {
 
     pub async fn channel(&self) -> Channel {
         channel(self.grpc_addr).await
+    }
+
+    /// Every log line not read yet, up to the process's exit (call after stopping it).
+    pub fn drain_log(&mut self) -> String {
+        let _ = self.child.wait();
+        self.lines.iter().collect::<Vec<_>>().join("\n")
     }
 
     /// Sends SIGTERM.

@@ -2,15 +2,21 @@
 //! gRPC over real sockets, in-process through the production `Application::build` or as real
 //! server processes. One binary, so it links once.
 
+mod fixtures;
 mod helpers;
 
+mod auth;
 mod cache;
 mod dockerfile;
+mod export;
 mod health;
+mod import;
+mod import_live;
 mod logs;
 mod lookup;
 mod mint;
 mod operators;
+mod provenance;
 mod race;
 mod resolve;
 mod schema_guard;

@@ -126,8 +126,8 @@ async fn metric(app: &TestApp, sample: &str) -> f64 {
 #[tokio::test]
 async fn metrics_count_calls_by_method_and_code_and_identifiers_by_outcome() {
     let app = spawn_app().await;
-    let ok = r#"idminter_rpc_requests_total{method="MintIds",code="Ok"}"#;
-    let invalid = r#"idminter_rpc_requests_total{method="MintIds",code="InvalidArgument"}"#;
+    let ok = r#"idminter_rpc_requests_total{method="MintIds",code="Ok",principal="anonymous"}"#;
+    let invalid = r#"idminter_rpc_requests_total{method="MintIds",code="InvalidArgument",principal="anonymous"}"#;
     let minted = r#"idminter_ids_total{outcome="minted"}"#;
     let existing = r#"idminter_ids_total{outcome="existing"}"#;
     let inherited = r#"idminter_ids_total{outcome="inherited"}"#;

@@ -1,0 +1,335 @@
+//! The set work of an import, done by PostgreSQL so that memory does not grow with the input: the
+//! validated rows are streamed with COPY into a temporary staging table, classified there by two
+//! sorting passes, and applied to `source_identifiers` in chunks, each its own transaction.
+//!
+//! Classification (at plan time, against the table as it is then):
+//! 1. A row whose identifier is in the table is already present (same ID) or a conflict.
+//! 2. Otherwise each identifier's first row in input order is its candidate; a later row for it is
+//!    a conflict when it names another ID ("earlier in the input"), else a repeat (present).
+//! 3. The remaining candidates sharing a canonical ID form its group. When the table already uses
+//!    the ID for identifiers none of which is in the group, the group is a conflict (the ID belongs
+//!    to someone else). Otherwise one candidate is the minted row (the one marked `minted=true`,
+//!    else the earliest `created_at`, else the first in input order), unless the table already has
+//!    the ID's minted row; a second row marked `minted=true` is a conflict; the others inherit.
+//!
+//! Crash safety follows from the classification: rows an interrupted run committed are "already
+//! present" to the next run, keep their group acknowledged, and keep its minted row where it was;
+//! so every chunk makes the same decisions as in an uninterrupted run, in any chunk order.
+//!
+//! Live servers: each chunk inserts with `ON CONFLICT DO NOTHING` in primary-key order (the order
+//! MintIds inserts in, so the two never deadlock). A row a server wrote first is skipped by the
+//! database's constraints and reported as already present or a conflict.
+
+use futures_util::TryStreamExt;
+
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+/// The staging table, a temporary table: it vanishes with the connection, however the import
+/// ends. Columns use the "C" collation, as the main table does, so sorts agree with its keys.
+pub const CREATE_STAGING: &str = "CREATE TEMP TABLE import_staging ( \
+    seq bigint NOT NULL, src int NOT NULL, line bigint NOT NULL, \
+    identifier_type text COLLATE \"C\" NOT NULL, ontology_type text COLLATE \"C\" NOT NULL, \
+    value text COLLATE \"C\" NOT NULL, canonical_id text COLLATE \"C\" NOT NULL, \
+    claim boolean, created_at timestamptz, given_ontology text)";
+
+pub const COPY_STAGING: &str = "COPY import_staging FROM STDIN";
+
+/// Pass 1, sorting by identifier: each row with its identifier's first row and the table's ID.
+const FIRST_ROWS: &str = "CREATE TEMP TABLE import_rows AS \
+    SELECT s.*, \
+        first_value(s.seq) OVER w AS first_seq, first_value(s.canonical_id) OVER w AS first_id, \
+        first_value(s.src) OVER w AS first_src, first_value(s.line) OVER w AS first_line, \
+        t.canonical_id AS db_id \
+    FROM import_staging s \
+    LEFT JOIN source_identifiers t USING (identifier_type, ontology_type, value) \
+    WINDOW w AS (PARTITION BY s.identifier_type, s.ontology_type, s.value ORDER BY s.seq)";
+
+/// Pass 2, sorting by canonical ID: the groups, the minted row, and every row's action.
+/// `taken` is NULL when the table does not use the ID, else whether it has its minted row.
+const PLAN: &str = "CREATE TEMP TABLE import_plan AS \
+    SELECT seq, src, line, identifier_type, ontology_type, value, canonical_id, claim, created_at, \
+        given_ontology, action, why, other_id, other_src, other_line, \
+        (action = 'insert' AND chosen = seq AND taken IS NOT TRUE) AS mint \
+    FROM ( \
+      SELECT g.*, \
+        CASE \
+          WHEN db_id IS NOT NULL AND db_id <> canonical_id THEN 'conflict' \
+          WHEN db_id IS NOT NULL THEN 'present' \
+          WHEN seq <> first_seq AND canonical_id <> first_id THEN 'conflict' \
+          WHEN taken IS NOT NULL AND NOT acknowledged THEN 'conflict' \
+          WHEN seq <> first_seq THEN 'present' \
+          WHEN claim IS TRUE AND (taken OR chosen <> seq) THEN 'conflict' \
+          ELSE 'insert' END AS action, \
+        CASE \
+          WHEN db_id IS NOT NULL AND db_id <> canonical_id THEN 'database' \
+          WHEN db_id IS NOT NULL THEN NULL \
+          WHEN seq <> first_seq AND canonical_id <> first_id THEN 'earlier' \
+          WHEN taken IS NOT NULL AND NOT acknowledged THEN 'taken' \
+          WHEN seq <> first_seq THEN 'repeat' \
+          WHEN claim IS TRUE AND taken THEN 'minted_in_database' \
+          WHEN claim IS TRUE AND chosen <> seq THEN 'minted_earlier' END AS why, \
+        coalesce(db_id, first_id) AS other_id, \
+        CASE WHEN seq <> first_seq THEN first_src ELSE chosen_src END AS other_src, \
+        CASE WHEN seq <> first_seq THEN first_line ELSE chosen_line END AS other_line \
+      FROM ( \
+        SELECT c.*, \
+          first_value(seq) OVER w AS chosen, first_value(src) OVER w AS chosen_src, \
+          first_value(line) OVER w AS chosen_line, \
+          bool_or(db_id IS NOT NULL AND db_id = canonical_id) OVER (PARTITION BY canonical_id) \
+              AS acknowledged \
+        FROM ( \
+          SELECT r.*, \
+            (seq = first_seq AND (db_id IS NULL OR db_id = canonical_id)) AS candidate, \
+            CASE WHEN db_id IS NULL THEN ( \
+                SELECT bool_or(t.minted IS TRUE) FROM source_identifiers t \
+                WHERE t.canonical_id = r.canonical_id) END AS taken \
+          FROM import_rows r \
+        ) c \
+        WINDOW w AS (PARTITION BY canonical_id, candidate \
+                     ORDER BY claim IS TRUE DESC, created_at NULLS LAST, seq) \
+      ) g \
+    ) p";
+
+/// How the plan classified the staged rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub insert: u64,
+    pub present: u64,
+    pub conflict: u64,
+}
+
+/// A conflicting row, for the report and `--rejects`.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    pub src: usize,
+    pub line: u64,
+    pub reason: Reason,
+    /// The row's columns as the file gave them, in export order.
+    pub row: [Option<String>; 6],
+}
+
+/// Why a row conflicts.
+#[derive(Debug, Clone)]
+pub enum Reason {
+    /// The identifier has another ID earlier in the input.
+    Earlier {
+        other_id: String,
+        src: usize,
+        line: u64,
+    },
+    /// The identifier has another ID in the table.
+    Database { other_id: String },
+    /// The table uses the ID for identifiers that are not in this file's group.
+    Taken,
+    /// A second row marked minted for an ID whose minted row is in the table.
+    MintedInDatabase,
+    /// A second row marked minted for an ID whose minted row is earlier in the input.
+    MintedEarlier { src: usize, line: u64 },
+    /// A server wrote the identifier with another ID during the import.
+    Raced { other_id: String },
+    /// A server took the ID's minted row during the import.
+    RacedMinted,
+}
+
+/// Prepares the session: a temporary-table buffer and sort memory of its own (session settings,
+/// they change nothing for anyone else), then the staging table.
+///
+/// # Errors
+/// Any database error.
+pub async fn begin(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    conn.execute("SET temp_buffers = '64MB'").await?;
+    conn.execute("SET work_mem = '64MB'").await?;
+    conn.execute(CREATE_STAGING).await?;
+    Ok(())
+}
+
+/// Classifies the staged rows (see the module's documentation).
+///
+/// # Errors
+/// Any database error.
+pub async fn classify(conn: &mut PgConnection) -> Result<Counts, sqlx::Error> {
+    conn.execute("ANALYZE import_staging").await?;
+    conn.execute(FIRST_ROWS).await?;
+    conn.execute("DROP TABLE import_staging").await?;
+    conn.execute(PLAN).await?;
+    conn.execute("DROP TABLE import_rows").await?;
+    conn.execute("ANALYZE import_plan").await?;
+    let row = sqlx::query(
+        "SELECT count(*) FILTER (WHERE action = 'insert'), \
+                count(*) FILTER (WHERE action = 'present'), \
+                count(*) FILTER (WHERE action = 'conflict') \
+         FROM import_plan",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let get = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u64);
+    Ok(Counts {
+        insert: get(0)?,
+        present: get(1)?,
+        conflict: get(2)?,
+    })
+}
+
+/// The conflicts the plan found, in input order, one at a time.
+///
+/// # Errors
+/// Any database error.
+pub async fn conflicts(
+    conn: &mut PgConnection,
+    mut each: impl FnMut(Conflict) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut rows = sqlx::query(
+        "SELECT src, line, canonical_id, identifier_type, coalesce(given_ontology, ontology_type), \
+             value, claim, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), why, other_id, other_src, other_line \
+         FROM import_plan WHERE action = 'conflict' ORDER BY seq",
+    )
+    .fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await? {
+        let other_src = || {
+            row.try_get::<Option<i32>, _>(10)
+                .map(|s| s.unwrap_or(0) as usize)
+        };
+        let other_line = || {
+            row.try_get::<Option<i64>, _>(11)
+                .map(|l| l.unwrap_or(0) as u64)
+        };
+        let other_id = || {
+            row.try_get::<Option<String>, _>(9)
+                .map(Option::unwrap_or_default)
+        };
+        let why: Option<String> = row.try_get(8)?;
+        let reason = match why.as_deref() {
+            Some("earlier") => Reason::Earlier {
+                other_id: other_id()?,
+                src: other_src()?,
+                line: other_line()?,
+            },
+            Some("database") => Reason::Database {
+                other_id: other_id()?,
+            },
+            Some("taken") => Reason::Taken,
+            Some("minted_in_database") => Reason::MintedInDatabase,
+            Some("minted_earlier") => Reason::MintedEarlier {
+                src: other_src()?,
+                line: other_line()?,
+            },
+            other => anyhow::bail!("the import plan has a conflict of unknown kind {other:?}"),
+        };
+        each(conflict_row(&row, reason)?)?;
+    }
+    Ok(())
+}
+
+fn conflict_row(row: &sqlx::postgres::PgRow, reason: Reason) -> Result<Conflict, sqlx::Error> {
+    Ok(Conflict {
+        src: row.try_get::<i32, _>(0)? as usize,
+        line: row.try_get::<i64, _>(1)? as u64,
+        reason,
+        row: [
+            Some(row.try_get(2)?),
+            Some(row.try_get(3)?),
+            Some(row.try_get(4)?),
+            Some(row.try_get(5)?),
+            row.try_get::<Option<bool>, _>(6)?.map(|b| b.to_string()),
+            row.try_get::<Option<String>, _>(7)?,
+        ],
+    })
+}
+
+/// The chunks of the plan: page ranges of `import_plan`, of about `rows` rows each.
+///
+/// # Errors
+/// Any database error.
+pub async fn chunks(conn: &mut PgConnection, rows: u64) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    let (pages, tuples): (i64, i64) = sqlx::query_as(
+        "SELECT (pg_relation_size('import_plan') / current_setting('block_size')::int)::bigint, \
+                (SELECT count(*) FROM import_plan)",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if pages == 0 || tuples == 0 {
+        return Ok(Vec::new());
+    }
+    let per_chunk =
+        ((rows as i128 * pages as i128) / tuples as i128).clamp(1, pages as i128) as i64;
+    Ok((0..pages)
+        .step_by(per_chunk as usize)
+        .map(|lo| (lo, (lo + per_chunk).min(pages)))
+        .collect())
+}
+
+/// What one chunk did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub imported: u64,
+    pub present: u64,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// Inserts one chunk's rows in one transaction and reports the rows a concurrent writer got to
+/// first.
+///
+/// # Errors
+/// Any database error; the chunk's transaction is rolled back.
+pub async fn apply(conn: &mut PgConnection, (lo, hi): (i64, i64)) -> Result<Applied, sqlx::Error> {
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    let (planned, inserted): (i64, i64) = sqlx::query_as(
+        "WITH planned AS ( \
+             SELECT identifier_type, ontology_type, value, canonical_id, mint, created_at \
+             FROM import_plan \
+             WHERE ctid >= format('(%s,0)', $1::bigint)::tid \
+               AND ctid < format('(%s,0)', $2::bigint)::tid AND action = 'insert' \
+         ), ins AS ( \
+             INSERT INTO source_identifiers \
+                 (identifier_type, ontology_type, value, canonical_id, minted, created_at, created_by) \
+             SELECT identifier_type, ontology_type, value, canonical_id, \
+                    CASE WHEN mint THEN true END, coalesce(created_at, now()), 'import' \
+             FROM planned ORDER BY identifier_type, ontology_type, value \
+             ON CONFLICT DO NOTHING \
+             RETURNING 1 \
+         ) \
+         SELECT (SELECT count(*) FROM planned), (SELECT count(*) FROM ins)",
+    )
+    .bind(lo)
+    .bind(hi)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut applied = Applied {
+        imported: inserted as u64,
+        ..Applied::default()
+    };
+    let skipped = (planned - inserted) as u64;
+    if skipped > 0 {
+        // A new statement sees what the concurrent writers committed: rows now holding another
+        // ID, or none at all (the ID's minted row was taken), are conflicts; the rest were
+        // written with the same ID by someone else.
+        let rows = sqlx::query(
+            "SELECT p.src, p.line, p.canonical_id, p.identifier_type, \
+                 coalesce(p.given_ontology, p.ontology_type), p.value, p.claim, \
+                 to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                 t.canonical_id \
+             FROM import_plan p LEFT JOIN source_identifiers t USING (identifier_type, ontology_type, value) \
+             WHERE p.ctid >= format('(%s,0)', $1::bigint)::tid \
+               AND p.ctid < format('(%s,0)', $2::bigint)::tid AND p.action = 'insert' \
+               AND t.canonical_id IS DISTINCT FROM p.canonical_id \
+             ORDER BY p.seq",
+        )
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let reason = match row.try_get::<Option<String>, _>(8)? {
+                Some(other_id) => Reason::Raced { other_id },
+                None => Reason::RacedMinted,
+            };
+            applied.conflicts.push(conflict_row(row, reason)?);
+        }
+        applied.present = skipped - rows.len() as u64;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
