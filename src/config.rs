@@ -138,7 +138,16 @@ pub struct ServeArgs {
     pub admin_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// The most database connections this process opens.
+    /// A streaming replica of the database for the reads (LookupIds, ResolveCanonicalIds, MintIds'
+    /// lookups); what it lacks is asked of the primary, and while it is unreachable everything is.
+    #[arg(long, env = "IDMINTER_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+    /// The database URLs reach a connection pooler in transaction mode (pgbouncer's
+    /// `pool_mode = transaction`): every statement goes unnamed inside a transaction of its own.
+    /// Migrations need a direct connection: not with `--migrate`.
+    #[arg(long, env = "IDMINTER_TRANSACTION_POOLER", conflicts_with = "migrate")]
+    pub transaction_pooler: bool,
+    /// The most database connections this process opens (to each of the primary and the replica).
     #[arg(long, env = "IDMINTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
     /// How long a request waits for a free database connection before failing with UNAVAILABLE.
@@ -238,6 +247,10 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub database: PgConnectOptions,
+    /// The read replica, if any.
+    pub read_database: Option<PgConnectOptions>,
+    /// Both URLs reach a pooler in transaction mode (see `store::pooler`).
+    pub transaction_pooler: bool,
     pub pool: PoolSettings,
     pub id_cache_capacity: usize,
     pub history_table: String,
@@ -264,6 +277,8 @@ impl ServeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             database,
+            read_database: None,
+            transaction_pooler: false,
             pool: PoolSettings::default(),
             id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
             history_table: HISTORY_TABLE.to_owned(),
@@ -291,6 +306,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database,
+            read_database_url,
+            transaction_pooler,
             db_max_connections,
             db_acquire_timeout,
             id_cache_capacity,
@@ -325,6 +342,16 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             database: database.connect_options()?,
+            read_database: read_database_url
+                .map(|url| {
+                    PgConnectOptions::from_str(&url).map_err(|e| {
+                        anyhow::anyhow!(
+                            "IDMINTER_READ_DATABASE_URL is not a valid PostgreSQL URL: {e}"
+                        )
+                    })
+                })
+                .transpose()?,
+            transaction_pooler,
             pool: PoolSettings {
                 max_connections: db_max_connections,
                 acquire_timeout: db_acquire_timeout,
@@ -366,6 +393,22 @@ mod tests {
         ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
+        let parsed = Cli::try_parse_from([
+            "idminter",
+            "serve",
+            "--database-url",
+            "postgres://x@h/db",
+            "--transaction-pooler",
+            "--migrate",
+        ]);
+        assert_eq!(
+            parsed.unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
     }
 
     #[test]

@@ -29,26 +29,43 @@ impl From<sqlx::Error> for Error {
     /// Losing the database is expected and transient (UNAVAILABLE, with a cause that names no SQL);
     /// anything else from the database is a bug of ours (INTERNAL).
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut => Error::Unavailable(
-                "database unavailable: no connection free within the pool's acquire timeout"
-                    .to_owned(),
-            ),
-            sqlx::Error::PoolClosed => Error::Unavailable("shutting down".to_owned()),
-            sqlx::Error::Io(io) => Error::Unavailable(format!("database unreachable: {io}")),
-            sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
-                Error::Unavailable("database unreachable: connection failed".to_owned())
-            }
-            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
-                Error::Unavailable(format!(
-                    "database unavailable (SQLSTATE {})",
-                    db.code().unwrap_or_default()
-                ))
-            }
-            _ => Error::Internal(anyhow::Error::new(e).context("database error")),
+        match unavailable(&e) {
+            Some(why) => Error::Unavailable(why),
+            None => Error::Internal(anyhow::Error::new(e).context("database error")),
         }
     }
 }
+
+/// Why the database is unavailable, when `e` says it is (one line, no SQL); `None` for an error
+/// that is not about availability.
+pub fn unavailable(e: &sqlx::Error) -> Option<String> {
+    Some(match e {
+        sqlx::Error::PoolTimedOut => {
+            "database unavailable: no connection free within the pool's acquire timeout".to_owned()
+        }
+        sqlx::Error::PoolClosed => "shutting down".to_owned(),
+        sqlx::Error::Io(io) => format!("database unreachable: {io}"),
+        sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => {
+            "database unreachable: connection failed".to_owned()
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(READ_ONLY) => {
+            READ_ONLY_DIAGNOSIS.to_owned()
+        }
+        sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => format!(
+            "database unavailable (SQLSTATE {})",
+            db.code().unwrap_or_default()
+        ),
+        _ => return None,
+    })
+}
+
+/// SQLSTATE 25006, read_only_sql_transaction: a write reached a hot standby (as during a
+/// failover, before the promoted replica answers at the primary's address).
+const READ_ONLY: &str = "25006";
+
+/// What callers see when the database at `--database-url` is read-only.
+pub const READ_ONLY_DIAGNOSIS: &str = "database is read-only: the server at --database-url is a hot standby (or has \
+     default_transaction_read_only on), not the primary; point it at the primary or promote the standby";
 
 /// SQLSTATEs that mean "try again", not that our SQL is wrong: class 08 (connection exception),
 /// 57P01-57P03 (shutdown), 53300 (too many connections), 25006 (read-only, as after a failover),

@@ -2,11 +2,17 @@
 //! and then in a loop that keeps readiness true to the database: NOT_SERVING until the guard
 //! passes and the database answers, NOT_SERVING again within seconds of losing it, SERVING again
 //! when it returns, with no restart.
+//!
+//! Failover is the same story: when the primary is lost, the probe fails (NOT_SERVING); when a
+//! promoted replica answers at the same address, the whole guard runs again on it and the pool's
+//! dead connections are replaced as they are next used (sqlx tests each before lending it). A
+//! server that answers but is read-only (a hot standby not yet promoted) is NOT_SERVING with a
+//! diagnosis that says so, since it could not take a single mint.
 
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Row};
 use tokio_util::sync::CancellationToken;
 
 use crate::readiness::{Readiness, State};
@@ -31,7 +37,12 @@ pub async fn run(
     // releases it, so a pooled connection never carries a stale lock.
     let mut conn = PgConnection::connect_with(options).await?;
     if !migrate {
-        let state = schema::inspect(&mut conn, history_table).await?;
+        // In one transaction, so that a pooler in transaction mode (pgbouncer) keeps every
+        // statement on one server connection, and leaving no prepared statement behind on it.
+        let mut tx = conn.begin().await?;
+        let state = schema::inspect(&mut tx, history_table).await?;
+        sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+        tx.rollback().await?;
         conn.close().await?;
         return Ok(state);
     }
@@ -132,11 +143,20 @@ impl Probe {
                     .conn
                     .insert(PgConnection::connect_with(&self.options).await?),
             };
-            sqlx::query("SELECT 1").execute(conn).await.map(drop)
+            // Simple protocol (no parameters, no prepared statement): safe through a pooler in
+            // transaction mode. A hot standby answers too, but cannot take a write: after a
+            // failover, the address may reach a replica that is not (yet) promoted.
+            let row = sqlx::raw_sql(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool",
+            )
+            .fetch_one(conn)
+            .await?;
+            row.try_get::<bool, _>(0)
         };
         let result = tokio::time::timeout(PROBE_TIMEOUT, attempt).await;
         let state = match result {
-            Ok(Ok(())) => State::Serving,
+            Ok(Ok(false)) => State::Serving,
+            Ok(Ok(true)) => State::NotServing(crate::error::READ_ONLY_DIAGNOSIS.to_owned()),
             Ok(Err(e)) => State::NotServing(crate::error::Error::from(e).to_string()),
             Err(_) => State::NotServing(format!(
                 "database unreachable: no answer within {}s",

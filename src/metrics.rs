@@ -15,6 +15,8 @@ pub const ADAPTER_MESSAGES: &str = "idminter_adapter_messages_total";
 pub const ADAPTER_OLDEST_MESSAGE_AGE: &str = "idminter_adapter_oldest_message_age_seconds";
 pub const ADAPTER_QUEUE_DEPTH: &str = "idminter_adapter_queue_depth";
 pub const ID_CACHE_LOOKUPS: &str = "idminter_id_cache_lookups_total";
+pub const READ_REPLICA_LAG: &str = "idminter_read_replica_lag_seconds";
+pub const READ_REPLICA_UP: &str = "idminter_read_replica_up";
 pub const AUTH_ENABLED: &str = "idminter_auth_enabled";
 
 /// Latency buckets from 0.5 ms (one cached identifier) to 30 s (the default request timeout).
@@ -75,5 +77,14 @@ fn describe() {
     metrics::describe_counter!(
         ID_CACHE_LOOKUPS,
         "identifiers looked up in the in-process cache, by result (hit, miss)"
+    );
+    metrics::describe_gauge!(
+        READ_REPLICA_LAG,
+        metrics::Unit::Seconds,
+        "the read replica's replay lag (0 when it has replayed all it received)"
+    );
+    metrics::describe_gauge!(
+        READ_REPLICA_UP,
+        "1 while reads go to the read replica, 0 while it is unreachable and reads go to the primary"
     );
 }

@@ -17,6 +17,8 @@ use crate::auth::Auth;
 use crate::config::ServeConfig;
 use crate::grpc::IdMinterService;
 use crate::readiness::{Readiness, SHUTTING_DOWN, State};
+use crate::store::pooler::Statements;
+use crate::store::replica::ReadReplica;
 use crate::store::{self, Store};
 use crate::tls::TlsServer;
 use crate::{admin, guard, pb};
@@ -92,11 +94,39 @@ impl Application {
         });
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let readiness = Readiness::new(reporter.clone()).await;
-        let pool = store::connect_lazy(config.database.clone(), &config.pool);
-        let store = Store::with_id_cache(pool.clone(), config.id_cache_capacity);
+        // Through a transaction-mode pooler, sqlx's statement cache would name statements that
+        // live on whichever server connection the pooler lent (see store::pooler).
+        let statements = if config.transaction_pooler {
+            Statements::Unnamed
+        } else {
+            Statements::Prepared
+        };
+        let pool_options = |options: &sqlx::postgres::PgConnectOptions| {
+            if config.transaction_pooler {
+                options.clone().statement_cache_capacity(0)
+            } else {
+                options.clone()
+            }
+        };
+        let pool = store::connect_lazy(pool_options(&config.database), &config.pool);
+        let mut store = Store::with_id_cache(pool.clone(), config.id_cache_capacity)
+            .with_statements(statements);
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let mut read_pool = None;
+        if let Some(options) = &config.read_database {
+            let replica_pool = store::connect_lazy(pool_options(options), &config.pool);
+            let replica = ReadReplica::new(replica_pool.clone());
+            tasks.spawn(store::replica::watch(
+                replica.clone(),
+                options.clone(),
+                config.db_check_interval,
+                stop.clone(),
+            ));
+            store = store.with_read_replica(replica);
+            read_pool = Some(replica_pool);
+        }
         tasks.spawn(guard::watch(
             readiness.clone(),
             config.database.clone(),
@@ -222,7 +252,13 @@ impl Application {
             tracing::warn!(error = %e, "the admin listener failed");
         }
         // Calls abandoned by the shutdown timeout may still hold connections: don't wait for them.
-        if tokio::time::timeout(Duration::from_secs(1), pool.close())
+        let closing = async {
+            pool.close().await;
+            if let Some(read_pool) = &read_pool {
+                read_pool.close().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(1), closing)
             .await
             .is_err()
         {

@@ -3,7 +3,9 @@
 //!
 //! 1. Look up every identifier and predecessor, in the cache and then in the table (outside any
 //!    transaction: mappings never change, so what is known stays known). If all are known, that is
-//!    the answer: at most one round trip, no write.
+//!    the answer: at most one round trip, no write. With a read replica, the table is first the
+//!    replica's and then the primary's for whatever the replica lacks, so a lagging replica never
+//!    leads to minting an identifier the primary already has.
 //! 2. Insert the new roots with freshly drawn IDs, and the identifiers inheriting from an already
 //!    minted predecessor, with `ON CONFLICT DO NOTHING`. A row comes back skipped when another call
 //!    inserted the identifier first, even one that committed after our snapshot (the insert sees
@@ -20,6 +22,7 @@
 use sqlx::PgPool;
 
 use super::cache::IdCache;
+use super::pooler::Statements;
 use super::queries::{self, NewRow};
 use crate::domain::{CanonicalId, MintOutcome, MintPlan, Minted, Pending};
 use crate::error::Error;
@@ -28,13 +31,14 @@ use crate::error::Error;
 /// IDs, even a table of 10^9 rows makes one retry rare and eight consecutive ones impossible.
 const MAX_ID_DRAWS: usize = 8;
 
-pub async fn mint(
+pub(super) async fn mint(
     pool: &PgPool,
+    reads: &super::Reads,
     cache: &IdCache,
     plan: MintPlan,
     created_by: &str,
 ) -> Result<Vec<Minted>, Error> {
-    let known = super::lookup(pool, cache, plan.to_look_up()).await?;
+    let known = super::lookup(reads, cache, plan.to_look_up()).await?;
     let mut pending = plan.resolve(known)?;
 
     if !pending.is_complete() {
@@ -43,8 +47,9 @@ pub async fn mint(
         let mut tx = pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        insert_roots_and_known_inheritors(&mut tx, &mut pending, created_by).await?;
-        insert_new_inheritors(&mut tx, &mut pending, created_by).await?;
+        let statements = reads.statements;
+        insert_roots_and_known_inheritors(&mut tx, statements, &mut pending, created_by).await?;
+        insert_new_inheritors(&mut tx, statements, &mut pending, created_by).await?;
         tx.commit().await?;
     }
     pending.into_answers().map_err(|i| {
@@ -59,6 +64,7 @@ type Planned = (usize, CanonicalId, bool);
 
 async fn insert_roots_and_known_inheritors(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
     created_by: &str,
 ) -> Result<(), Error> {
@@ -74,7 +80,7 @@ async fn insert_roots_and_known_inheritors(
         )
         .collect();
     for _ in 0..MAX_ID_DRAWS {
-        let not_found = insert_and_settle(tx, pending, rows, created_by).await?;
+        let not_found = insert_and_settle(tx, statements, pending, rows, created_by).await?;
         if not_found.is_empty() {
             return Ok(());
         }
@@ -94,6 +100,7 @@ async fn insert_roots_and_known_inheritors(
 
 async fn insert_new_inheritors(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
     created_by: &str,
 ) -> Result<(), Error> {
@@ -109,7 +116,7 @@ async fn insert_new_inheritors(
             Ok((i, id, false))
         })
         .collect::<Result<Vec<Planned>, Error>>()?;
-    let not_found = insert_and_settle(tx, pending, rows, created_by).await?;
+    let not_found = insert_and_settle(tx, statements, pending, rows, created_by).await?;
     match not_found.first() {
         None => Ok(()),
         Some((i, _, _)) => Err(vanished(pending, *i)),
@@ -120,6 +127,7 @@ async fn insert_new_inheritors(
 /// exist as EXISTING, and returns the rows that were skipped yet are not there.
 async fn insert_and_settle(
     tx: &mut sqlx::PgConnection,
+    statements: Statements,
     pending: &mut Pending,
     rows: Vec<Planned>,
     created_by: &str,
@@ -135,7 +143,7 @@ async fn insert_and_settle(
             minted: *minted,
         })
         .collect();
-    let was_inserted = queries::insert(&mut *tx, &new_rows, created_by).await?;
+    let was_inserted = queries::insert(statements.on(&mut *tx), &new_rows, created_by).await?;
     drop(new_rows);
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {
@@ -155,7 +163,7 @@ async fn insert_and_settle(
     }
 
     let found = queries::lookup(
-        &mut *tx,
+        statements.on(&mut *tx),
         skipped.iter().map(|(i, _, _)| pending.identifier(*i)),
     )
     .await?;

@@ -6,7 +6,9 @@ pub mod baseline;
 pub mod cache;
 pub mod migrations;
 mod mint;
+pub mod pooler;
 pub mod queries;
+pub mod replica;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -17,6 +19,8 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use self::cache::IdCache;
+use self::pooler::Statements;
+use self::replica::ReadReplica;
 use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
 use crate::error::Error;
 
@@ -47,10 +51,12 @@ pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPoo
         .connect_lazy_with(options)
 }
 
-/// The mappings, behind a connection pool and a bounded cache of the mappings already seen.
+/// The mappings, behind a connection pool (and optionally a read replica's) and a bounded cache
+/// of the mappings already seen.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    reads: Reads,
     cache: Arc<IdCache>,
 }
 
@@ -58,9 +64,27 @@ impl Store {
     /// A store caching at most `capacity` mappings (0: none).
     pub fn with_id_cache(pool: PgPool, capacity: usize) -> Self {
         Self {
+            reads: Reads {
+                primary: pool.clone(),
+                replica: None,
+                statements: Statements::Prepared,
+            },
             pool,
             cache: Arc::new(IdCache::new(capacity)),
         }
+    }
+
+    /// Statements go unnamed, each in a transaction of its own, for a pooler in transaction mode;
+    /// see [`pooler`](self::pooler).
+    pub fn with_statements(mut self, statements: Statements) -> Self {
+        self.reads.statements = statements;
+        self
+    }
+
+    /// Reads go to `replica` first; see [`replica`](self::replica).
+    pub fn with_read_replica(mut self, replica: ReadReplica) -> Self {
+        self.reads.replica = Some(replica);
+        self
     }
 
     /// The canonical ID of each identifier, in order; `None` where it has none. One round trip.
@@ -72,7 +96,7 @@ impl Store {
         &self,
         ids: &[SourceIdentifier],
     ) -> Result<Vec<Option<CanonicalId>>, Error> {
-        Ok(lookup(&self.pool, &self.cache, ids.iter()).await?)
+        Ok(lookup(&self.reads, &self.cache, ids.iter()).await?)
     }
 
     /// The identifiers that carry each canonical ID, in order. One round trip.
@@ -82,7 +106,7 @@ impl Store {
     #[tracing::instrument(name = "db.resolve", level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn resolve(&self, ids: &[CanonicalId]) -> Result<Vec<Vec<SourceIdentifier>>, Error> {
         let mut found: HashMap<CanonicalId, Vec<SourceIdentifier>> = HashMap::new();
-        for (canonical_id, source) in queries::resolve(&self.pool, ids).await? {
+        for (canonical_id, source) in self.reads.resolve(ids).await? {
             found.entry(canonical_id).or_default().push(source);
         }
         Ok(ids
@@ -99,14 +123,14 @@ impl Store {
     /// [`Error::Internal`] after rolling back whatever was written.
     #[tracing::instrument(name = "db.mint", level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn mint(&self, plan: MintPlan, created_by: &str) -> Result<Vec<Minted>, Error> {
-        mint::mint(&self.pool, &self.cache, plan, created_by).await
+        mint::mint(&self.pool, &self.reads, &self.cache, plan, created_by).await
     }
 }
 
 /// The canonical ID of each identifier, in order: from the cache where it has them, from one
 /// lookup query for the rest, whose answers then join the cache.
 async fn lookup<'a>(
-    pool: &PgPool,
+    reads: &Reads,
     cache: &IdCache,
     ids: impl Iterator<Item = &'a SourceIdentifier> + Clone,
 ) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
@@ -120,7 +144,9 @@ async fn lookup<'a>(
         return Ok(found);
     }
     let ids: Vec<&SourceIdentifier> = ids.collect();
-    let answers = queries::lookup(pool, misses.iter().map(|&k| ids[k])).await?;
+    let answers = reads
+        .lookup(&misses.iter().map(|&k| ids[k]).collect::<Vec<_>>())
+        .await?;
     for (&k, answer) in misses.iter().zip(answers) {
         if let Some(id) = &answer {
             cache.insert(ids[k], id);
@@ -128,4 +154,109 @@ async fn lookup<'a>(
         found[k] = answer;
     }
     Ok(found)
+}
+
+/// Where reads go: the read replica first when there is one and it is up, the primary for
+/// whatever the replica lacks (it may lag) and for everything while it is down.
+#[derive(Debug, Clone)]
+struct Reads {
+    primary: PgPool,
+    replica: Option<ReadReplica>,
+    statements: Statements,
+}
+
+impl Reads {
+    /// [`queries::lookup`] on `pool`, sent the configured way.
+    async fn lookup_on<'a>(
+        &self,
+        pool: &PgPool,
+        ids: impl IntoIterator<Item = &'a SourceIdentifier>,
+    ) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
+        match self.statements {
+            Statements::Prepared => queries::lookup(pool, ids).await,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let found = queries::lookup(Statements::Unnamed.on(&mut tx), ids).await?;
+                tx.commit().await?;
+                Ok(found)
+            }
+        }
+    }
+
+    /// [`queries::resolve`] on `pool`, sent the configured way.
+    async fn resolve_on(
+        &self,
+        pool: &PgPool,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<(CanonicalId, SourceIdentifier)>, sqlx::Error> {
+        match self.statements {
+            Statements::Prepared => queries::resolve(pool, ids).await,
+            Statements::Unnamed => {
+                let mut tx = pool.begin().await?;
+                let found = queries::resolve(Statements::Unnamed.on(&mut tx), ids).await?;
+                tx.commit().await?;
+                Ok(found)
+            }
+        }
+    }
+
+    /// The replica's pool, when reads should try it.
+    fn replica(&self) -> Option<(&ReadReplica, &PgPool)> {
+        let replica = self.replica.as_ref()?;
+        Some((replica, replica.pool()?))
+    }
+
+    /// [`queries::lookup`], on the replica and then on the primary for what the replica lacks.
+    async fn lookup(
+        &self,
+        ids: &[&SourceIdentifier],
+    ) -> Result<Vec<Option<CanonicalId>>, sqlx::Error> {
+        let Some((replica, pool)) = self.replica() else {
+            return self.lookup_on(&self.primary, ids.iter().copied()).await;
+        };
+        let mut found = match self.lookup_on(pool, ids.iter().copied()).await {
+            Ok(found) => found,
+            Err(e) if replica.failed(&e) => {
+                return self.lookup_on(&self.primary, ids.iter().copied()).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let missing: Vec<usize> = (0..found.len()).filter(|&k| found[k].is_none()).collect();
+        if !missing.is_empty() {
+            let again = self
+                .lookup_on(&self.primary, missing.iter().map(|&k| ids[k]))
+                .await?;
+            for (&k, answer) in missing.iter().zip(again) {
+                found[k] = answer;
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`queries::resolve`], on the replica and then on the primary for the IDs it has no
+    /// identifier for.
+    async fn resolve(
+        &self,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<(CanonicalId, SourceIdentifier)>, sqlx::Error> {
+        let Some((replica, pool)) = self.replica() else {
+            return self.resolve_on(&self.primary, ids).await;
+        };
+        let mut found = match self.resolve_on(pool, ids).await {
+            Ok(found) => found,
+            Err(e) if replica.failed(&e) => return self.resolve_on(&self.primary, ids).await,
+            Err(e) => return Err(e),
+        };
+        let seen: std::collections::HashSet<&CanonicalId> =
+            found.iter().map(|(id, _)| id).collect();
+        let missing: Vec<CanonicalId> = ids
+            .iter()
+            .filter(|id| !seen.contains(id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            found.extend(self.resolve_on(&self.primary, &missing).await?);
+        }
+        Ok(found)
+    }
 }

@@ -1,0 +1,13 @@
+//! High availability and scale, against the real thing on one machine: a streaming replica for
+//! reads (`--read-database-url`), failover behind a moved address, and pgbouncer in transaction
+//! pooling mode. Every test starts the servers it needs (see `cluster`) and stops them after.
+
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod app;
+mod cluster;
+
+mod failover;
+mod pgbouncer;
+mod replica;
