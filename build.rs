@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out_dir.join("idminter_descriptor.bin"), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
+        // Undecodable request bytes are INVALID_ARGUMENT, not prost's INTERNAL (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::Codec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -221,6 +221,7 @@ impl Application {
             .layer(crate::auth::Authenticate::new(auth))
             .layer(crate::grpc::RpcMetricsLayer)
             .layer(crate::auth::Enforce)
+            .layer(crate::grpc::codec::ClientFaultsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

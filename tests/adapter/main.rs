@@ -2,6 +2,8 @@
 //! minter process on a fresh PostgreSQL database, and the adapter as a real process, so that
 //! SIGTERM and SIGKILL are what they are in production. One binary, so it links once.
 
+#[path = "../api/fixtures.rs"]
+mod fixtures;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod support;
@@ -12,4 +14,5 @@ mod monitoring;
 mod outages;
 mod poison;
 mod shutdown;
+mod tls;
 mod traces;

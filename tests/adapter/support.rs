@@ -375,8 +375,34 @@ impl MinterUnderTest {
         Self { _db: db, process }
     }
 
+    /// A minter started with extra `serve` flags (TLS, tokens), ready: its admin `/readyz` (plain
+    /// HTTP whatever the gRPC port speaks) answers 200.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let db = helpers::TestDatabase::migrated().await;
+        let process = ServerProcess::start(&db.url(), extra);
+        let admin = process.admin_addr;
+        helpers::eventually("the minter is ready", || async move {
+            helpers::http_get(admin, "/readyz").await.0 == 200
+        })
+        .await;
+        Self { _db: db, process }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.process.grpc_addr)
+    }
+
+    /// The address of a minter started with TLS (its certificate names 127.0.0.1).
+    pub fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.process.grpc_addr.port())
+    }
+
+    /// `created_by` of every row, by value.
+    pub async fn created_by(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT created_by FROM source_identifiers ORDER BY value")
+            .fetch_all(&self._db.pool)
+            .await
+            .unwrap()
     }
 
     /// The canonical ID of each identifier, `None` where none was minted.

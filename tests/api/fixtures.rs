@@ -181,6 +181,18 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// True when `error` names `reason` (a rustls certificate error such as `NotValidForName`), however
+/// it is spelled (`NotValidForName`, `certificate not valid for name`).
+pub fn says(error: &str, reason: &str) -> bool {
+    let squash = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect::<String>()
+            .to_lowercase()
+    };
+    squash(error).contains(&squash(reason))
+}
+
 // === tokens ===
 
 /// A tokens-file line for `token`.

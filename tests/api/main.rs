@@ -7,9 +7,12 @@ mod helpers;
 
 mod auth;
 mod cache;
+mod database_tls;
 mod dockerfile;
+mod document_properties;
 mod export;
 mod health;
+mod hostile_input;
 mod import;
 mod import_live;
 mod logs;
@@ -20,3 +23,4 @@ mod provenance;
 mod race;
 mod resolve;
 mod schema_guard;
+mod tls;

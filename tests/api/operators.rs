@@ -253,7 +253,7 @@ async fn a_message_over_the_size_limit_is_refused() {
         .await
         .unwrap_err();
 
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(app.lookup(vec![work("small")]).await.is_ok());
 }
 
