@@ -38,6 +38,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Mint(args) => Ok(client::run(Call::Mint, args).await),
         Command::Lookup(args) => Ok(client::run(Call::Lookup, args).await),
         Command::Resolve(args) => Ok(client::run(Call::Resolve, args).await),
+        Command::Redirect(args) => Ok(client::run_change(Call::Redirect, args).await),
+        Command::Withdraw(args) => Ok(client::run_change(Call::Withdraw, args).await),
+        Command::Restore(args) => Ok(client::run_change(Call::Restore, args).await),
+        Command::History(args) => Ok(client::run(Call::History, args).await),
         Command::Adapter(args) => crate::adapter::run(args).await,
         Command::Token(TokenCommand::New { name, scopes }) => Ok(token_new(&name, &scopes)),
         Command::Import(args) => match args.try_into() {

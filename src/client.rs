@@ -1,8 +1,12 @@
-//! The client commands `idminter mint`, `lookup` and `resolve`, for operators without grpcurl.
+//! The client commands `idminter mint`, `lookup`, `resolve`, `redirect`, `withdraw`, `restore` and
+//! `history`, for operators without grpcurl.
 //! Input: arguments, or standard input when there are none; one entry per line, either
 //! `type/ontology/value` (split at the first two slashes, so values may contain `/`) or a JSON
 //! object `{"identifier_type":..,"ontology_type":..,"value":..,"predecessor":{..}}` (for
-//! `resolve`: a canonical ID per line). Output: one JSON object per answer on standard output.
+//! `resolve`, `withdraw`, `restore`, `history`: a canonical ID per line; for `redirect`:
+//! `ID=TARGET`; the lifecycle commands also take JSON lines such as
+//! `{"canonical_id":..,"target_canonical_id":..,"reason":..}`, whose reason overrides `--reason`).
+//! Output: one JSON object per answer on standard output.
 //! Exit code: 0, or the gRPC status code of the first failed call (3 INVALID_ARGUMENT,
 //! 9 FAILED_PRECONDITION, 14 UNAVAILABLE, ...).
 
@@ -47,12 +51,69 @@ pub struct ClientArgs {
     pub entries: Vec<String>,
 }
 
+/// Flags of `redirect`, `withdraw` and `restore`.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Why (1 to 1000 bytes), recorded with the change and in the event log; required unless every
+    /// entry is a JSON line with its own `reason`.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
 /// Which call to make.
 #[derive(Debug, Clone, Copy)]
 pub enum Call {
     Mint,
     Lookup,
     Resolve,
+    Redirect,
+    Withdraw,
+    Restore,
+    History,
+}
+
+/// One input line of `redirect`, `withdraw` or `restore` in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct ChangeLine {
+    canonical_id: String,
+    #[serde(default)]
+    target_canonical_id: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Parses one lifecycle line: JSON, or `ID=TARGET` for a redirect, or `ID`.
+fn parse_change(line: &str, call: Call, reason: Option<&str>) -> Result<ChangeLine, String> {
+    let mut change = if line.trim_start().starts_with('{') {
+        serde_json::from_str::<ChangeLine>(line)
+            .map_err(|e| format!("not a valid JSON entry: {e}"))?
+    } else if let Call::Redirect = call {
+        let (id, target) = line
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| format!("`{line}` is neither ID=TARGET nor a JSON object"))?;
+        ChangeLine {
+            canonical_id: id.to_owned(),
+            target_canonical_id: Some(target.to_owned()),
+            reason: None,
+        }
+    } else {
+        ChangeLine {
+            canonical_id: line.trim().to_owned(),
+            target_canonical_id: None,
+            reason: None,
+        }
+    };
+    if change.reason.is_none() {
+        change.reason = Some(
+            reason
+                .ok_or("no reason: give --reason, or a `reason` in each JSON line")?
+                .to_owned(),
+        );
+    }
+    Ok(change)
 }
 
 /// A source identifier as the client commands read and print it.
@@ -110,7 +171,16 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
 
 /// Runs a client command.
 pub async fn run(call: Call, args: ClientArgs) -> ExitCode {
-    match run_inner(call, args).await {
+    report(run_inner(call, args, None).await)
+}
+
+/// Runs `redirect`, `withdraw` or `restore`.
+pub async fn run_change(call: Call, args: ChangeArgs) -> ExitCode {
+    report(run_inner(call, args.client, args.reason).await)
+}
+
+fn report(result: Result<(), Status>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(status) => {
             eprintln!("error: {:?}: {}", status.code(), status.message());
@@ -119,7 +189,7 @@ pub async fn run(call: Call, args: ClientArgs) -> ExitCode {
     }
 }
 
-async fn run_inner(call: Call, args: ClientArgs) -> Result<(), Status> {
+async fn run_inner(call: Call, args: ClientArgs, reason: Option<String>) -> Result<(), Status> {
     let lines: Vec<String> = if args.entries.is_empty() {
         std::io::stdin()
             .lock()
@@ -151,6 +221,19 @@ async fn run_inner(call: Call, args: ClientArgs) -> Result<(), Status> {
         let offset = n * args.batch_size as usize;
         let answers = match call {
             Call::Resolve => resolve(&mut client, batch, args.timeout).await?,
+            Call::History => history(&mut client, batch, args.timeout).await?,
+            Call::Redirect | Call::Withdraw | Call::Restore => {
+                let changes = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, line)| {
+                        parse_change(line, call, reason.as_deref()).map_err(|e| {
+                            Status::invalid_argument(format!("line {}: {e}", offset + i + 1))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                change(&mut client, call, changes, args.timeout).await?
+            }
             Call::Mint | Call::Lookup => {
                 let entries = batch
                     .iter()
@@ -218,9 +301,14 @@ async fn mint(
                 .as_str_name()
                 .trim_start_matches("MINT_OUTCOME_")
                 .to_owned();
+            let status = status_name(m.status());
             let mut v = printable(m.source_identifier);
             v["canonical_id"] = json!(m.canonical_id);
             v["outcome"] = json!(outcome);
+            v["status"] = json!(status);
+            if let Some(target) = m.redirect_target {
+                v["redirect_target"] = json!(target);
+            }
             v
         })
         .collect())
@@ -243,8 +331,15 @@ async fn lookup(
         .results
         .into_iter()
         .map(|r| {
+            let status = status_name(r.status());
             let mut v = printable(r.source_identifier);
             v["canonical_id"] = json!(r.canonical_id);
+            if r.canonical_id.is_some() {
+                v["status"] = json!(status);
+            }
+            if let Some(target) = r.redirect_target {
+                v["redirect_target"] = json!(target);
+            }
             v
         })
         .collect())
@@ -266,13 +361,143 @@ async fn resolve(
         .into_inner()
         .resolutions
         .into_iter()
-        .map(|r| {
-            let sources: Vec<_> = r
-                .source_identifiers
+        .map(printable_resolution)
+        .collect())
+}
+
+/// `ACTIVE`, `REDIRECTED`, `WITHDRAWN` (`UNSPECIFIED` for no ID).
+fn status_name(status: pb::IdStatus) -> String {
+    status
+        .as_str_name()
+        .trim_start_matches("ID_STATUS_")
+        .to_owned()
+}
+
+fn rfc3339(t: Option<prost_types::Timestamp>) -> Option<String> {
+    let t = t?;
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// A Resolution as a JSON line: the lifecycle fields only where there are some.
+fn printable_resolution(r: pb::Resolution) -> serde_json::Value {
+    let status = status_name(r.status());
+    let sources: Vec<_> = r
+        .source_identifiers
+        .into_iter()
+        .map(|s| printable(Some(s)))
+        .collect();
+    let known = !sources.is_empty();
+    let mut v = json!({"canonical_id": r.canonical_id, "source_identifiers": sources});
+    if known {
+        v["status"] = json!(status);
+    }
+    if let Some(target) = r.redirect_target {
+        v["redirect_target"] = json!(target);
+    }
+    if !r.reason.is_empty() {
+        v["reason"] = json!(r.reason);
+        v["changed_at"] = json!(rfc3339(r.changed_at));
+        v["changed_by"] = json!(r.changed_by);
+    }
+    v
+}
+
+async fn change(
+    client: &mut Client,
+    call: Call,
+    changes: Vec<ChangeLine>,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, Status> {
+    let response = match call {
+        Call::Redirect => {
+            let redirects = changes
                 .into_iter()
-                .map(|s| printable(Some(s)))
+                .map(|c| pb::Redirect {
+                    canonical_id: c.canonical_id,
+                    target_canonical_id: c.target_canonical_id.unwrap_or_default(),
+                    reason: c.reason.unwrap_or_default(),
+                })
                 .collect();
-            json!({"canonical_id": r.canonical_id, "source_identifiers": sources})
+            client
+                .redirect_canonical_ids(request(
+                    pb::RedirectCanonicalIdsRequest { redirects },
+                    timeout,
+                ))
+                .await?
+        }
+        Call::Withdraw => {
+            let withdrawals = changes
+                .into_iter()
+                .map(|c| pb::Withdrawal {
+                    canonical_id: c.canonical_id,
+                    reason: c.reason.unwrap_or_default(),
+                })
+                .collect();
+            client
+                .withdraw_canonical_ids(request(
+                    pb::WithdrawCanonicalIdsRequest { withdrawals },
+                    timeout,
+                ))
+                .await?
+        }
+        _ => {
+            let restorations = changes
+                .into_iter()
+                .map(|c| pb::Restoration {
+                    canonical_id: c.canonical_id,
+                    reason: c.reason.unwrap_or_default(),
+                })
+                .collect();
+            client
+                .restore_canonical_ids(request(
+                    pb::RestoreCanonicalIdsRequest { restorations },
+                    timeout,
+                ))
+                .await?
+        }
+    };
+    Ok(response
+        .into_inner()
+        .resolutions
+        .into_iter()
+        .map(printable_resolution)
+        .collect())
+}
+
+async fn history(
+    client: &mut Client,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, Status> {
+    let canonical_ids = ids.iter().map(|s| s.trim().to_owned()).collect();
+    let response = client
+        .list_canonical_id_events(request(
+            pb::ListCanonicalIdEventsRequest { canonical_ids },
+            timeout,
+        ))
+        .await?;
+    Ok(response
+        .into_inner()
+        .events
+        .into_iter()
+        .map(|e| {
+            let action = e
+                .action()
+                .as_str_name()
+                .trim_start_matches("CANONICAL_ID_ACTION_")
+                .to_lowercase();
+            let mut v = json!({"canonical_id": e.canonical_id, "action": action});
+            if let Some(target) = e.target_canonical_id {
+                v["target_canonical_id"] = json!(target);
+            }
+            v["reason"] = json!(e.reason);
+            v["changed_at"] = json!(rfc3339(e.changed_at));
+            v["changed_by"] = json!(e.changed_by);
+            v
         })
         .collect())
 }
@@ -295,6 +520,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(entry.predecessor.unwrap().value, "b1");
+    }
+
+    #[test]
+    fn a_redirect_line_is_id_equals_target_and_json_lines_may_carry_their_reason() {
+        let line = parse_change("aaaaaaaa=bbbbbbbb", Call::Redirect, Some("merged")).unwrap();
+        assert_eq!(line.target_canonical_id.as_deref(), Some("bbbbbbbb"));
+        assert_eq!(line.reason.as_deref(), Some("merged"));
+        let line = parse_change(
+            r#"{"canonical_id":"aaaaaaaa","reason":"gone"}"#,
+            Call::Withdraw,
+            Some("default"),
+        )
+        .unwrap();
+        assert_eq!(line.reason.as_deref(), Some("gone"));
+        assert!(parse_change("aaaaaaaa", Call::Redirect, Some("x")).is_err());
+        assert!(parse_change("aaaaaaaa", Call::Withdraw, None).is_err());
     }
 
     #[test]

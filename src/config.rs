@@ -55,6 +55,14 @@ pub enum Command {
     Lookup(crate::client::ClientArgs),
     /// Resolve canonical IDs to their source identifiers.
     Resolve(crate::client::ClientArgs),
+    /// Redirect canonical IDs to others (merged records): `ID=TARGET` arguments or lines.
+    Redirect(crate::client::ChangeArgs),
+    /// Withdraw canonical IDs (records that went away), leaving a tombstone.
+    Withdraw(crate::client::ChangeArgs),
+    /// Make redirected or withdrawn canonical IDs ACTIVE again.
+    Restore(crate::client::ChangeArgs),
+    /// Print the lifecycle events of canonical IDs, oldest first.
+    History(crate::client::ClientArgs),
     /// Run the queue adapter: SQS documents in, identified documents out.
     Adapter(crate::adapter::AdapterArgs),
     /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::domain::{PlanError, Violations};
+use crate::domain::{PlanError, Refused, Violations};
 
 #[derive(thiserror::Error)]
 pub enum Error {
@@ -14,6 +14,9 @@ pub enum Error {
     /// New identifiers name predecessors that have no canonical ID: nothing was written.
     #[error("{0}")]
     PredecessorNotMinted(#[from] PlanError),
+    /// A lifecycle rule refuses an entry (a cycle, a withdrawn target, ...): nothing was written.
+    #[error("{0}")]
+    LifecycleRefused(#[from] Refused),
     /// The database or the schema is not there; the message is one line, safe for callers.
     #[error("{0}")]
     Unavailable(String),

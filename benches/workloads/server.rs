@@ -31,7 +31,9 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
             .args(["--log-format", "json", "serve"])
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .arg("--migrate")
+            // Through a transaction-mode pooler, migrations are refused: the benchmark's own
+            // preparation has migrated the database directly.
+            .args((!extra.iter().any(|a| a == "--transaction-pooler")).then_some("--migrate"))
             .args(extra)
             .env("DATABASE_URL", database_url)
             .env(

@@ -116,6 +116,72 @@ choose_port() {
   done
 }
 
+# --- memory settings sized to the machine (issue 12) ---
+# size_local_postgres DATA BINDIR writes PostgreSQL's memory and WAL settings for this machine into
+# the cluster's postgresql.auto.conf (ALTER SYSTEM's file): directly while the server is stopped,
+# through ALTER SYSTEM and a reload while it runs (shared_buffers then waits for the next restart,
+# which it says). Run on every start, so an existing cluster gets them too and a resized machine
+# is followed. The memory is the smaller of RAM and the cgroup's limit, or IDMINTER_LOCAL_PG_MEMORY_MB;
+# IDMINTER_LOCAL_PG_TUNE=0 leaves the settings alone. Sizing (docs/SCALING.md): shared_buffers 25%,
+# effective_cache_size 75%, maintenance_work_mem 5% (64 MB to 2 GB), work_mem RAM / 800 (4 to 64
+# MB; 200 connections, a few sorts each), max_wal_size 4 GB, SSD costs.
+size_local_postgres() {
+  local data=$1 bindir=$2 mb limit key value kv settings=() conf psql pending
+  [ "${IDMINTER_LOCAL_PG_TUNE:-1}" != 0 ] || return 0
+  mb=${IDMINTER_LOCAL_PG_MEMORY_MB:-}
+  if [ -z "$mb" ]; then
+    if [ -r /proc/meminfo ]; then
+      mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
+    elif command -v sysctl >/dev/null 2>&1; then
+      mb=$(( $(sysctl -n hw.memsize) / 1048576 ))
+    fi
+    limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || echo max)
+    if [[ "$limit" =~ ^[0-9]+$ ]] && [ $((limit / 1048576)) -lt "${mb:-0}" ]; then
+      mb=$((limit / 1048576))
+    fi
+  fi
+  if ! [[ "${mb:-}" =~ ^[0-9]+$ ]] || [ "$mb" -lt 256 ]; then
+    log "could not tell this machine's memory: leaving PostgreSQL's memory settings alone"
+    return 0
+  fi
+  clamp() { local v=$1; [ "$v" -lt "$2" ] && v=$2; [ "$v" -gt "$3" ] && v=$3; echo "$v"; }
+  settings=(
+    "shared_buffers=$((mb / 4))MB"
+    "effective_cache_size=$((mb * 3 / 4))MB"
+    "maintenance_work_mem=$(clamp $((mb / 20)) 64 2048)MB"
+    "work_mem=$(clamp $((mb / 800)) 4 64)MB"
+    "max_wal_size=4GB"
+    "min_wal_size=1GB"
+    "wal_buffers=16MB"
+    "checkpoint_completion_target=0.9"
+    "random_page_cost=1.1"
+    "effective_io_concurrency=200"
+  )
+  conf="$data/postgresql.auto.conf"
+  if as_pg_user "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    psql=$(command -v psql || echo "$bindir/psql")
+    for kv in "${settings[@]}"; do
+      key=${kv%%=*}; value=${kv#*=}
+      "$psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qXc "ALTER SYSTEM SET $key = '$value'" >/dev/null || return 1
+    done
+    "$psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qXtAc "SELECT pg_reload_conf()" >/dev/null
+    pending=$("$psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qXtAc \
+      "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart AND name = 'shared_buffers'")
+    [ -z "$pending" ] || log "PostgreSQL settings sized to ${mb} MB; $pending apply at its next restart (pg_ctl -D $data restart)"
+  else
+    # What ALTER SYSTEM would write: our keys replaced, every other line kept.
+    local keys tmp
+    keys=$(printf '%s\n' "${settings[@]}" | cut -d= -f1 | paste -sd'|')
+    tmp=$(as_pg_user grep -Ev "^[[:space:]]*($keys)[[:space:]]*=" "$conf" 2>/dev/null || true)
+    {
+      [ -n "$tmp" ] && printf '%s\n' "$tmp"
+      for kv in "${settings[@]}"; do printf "%s = '%s'\n" "${kv%%=*}" "${kv#*=}"; done
+    } | as_pg_user tee "$conf" >/dev/null
+    log "PostgreSQL settings sized to ${mb} MB of memory (shared_buffers $((mb / 4)) MB): $conf"
+  fi
+}
+# --- end memory settings ---
+
 ensure_local_postgres() {
   local bindir
   bindir=$(pg_bindir) || true
@@ -132,6 +198,7 @@ ensure_local_postgres() {
     fi
   fi
   choose_port "$bindir" || return 1
+  size_local_postgres "$PG_DATA" "$bindir" || log "could not size PostgreSQL's memory settings (see above)"
   if ! as_pg_user "$bindir/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
     log "starting the local PostgreSQL on 127.0.0.1:$PG_PORT (log: $PG_DATA/server.log)"
     if ! as_pg_user "$bindir/pg_ctl" -D "$PG_DATA" -l "$PG_DATA/server.log" -w -t 60 \

@@ -2,8 +2,11 @@
 //! `Option`s and plain strings become domain types, and every violation is named by its path in the
 //! request (`items[3].source_identifier.value: must not be empty`).
 
+use time::OffsetDateTime;
+
 use crate::domain::{
-    CanonicalId, MintItem, MintOutcome, Minted, OntologyAliases, SourceIdentifier, Violations,
+    Action, CanonicalId, Change, Event, IdState, KnownStates, MintItem, MintOutcome, Minted,
+    OntologyAliases, Reason, SourceIdentifier, StateRecord, Violations,
 };
 use crate::pb;
 
@@ -127,9 +130,21 @@ pub fn canonical_ids(
     request: pb::ResolveCanonicalIdsRequest,
     max_batch: usize,
 ) -> Result<Vec<CanonicalId>, Violations> {
+    canonical_id_list(request.canonical_ids, max_batch)
+}
+
+/// Validates a list of canonical IDs in a field named `canonical_ids` (ResolveCanonicalIds,
+/// ListCanonicalIdEvents).
+///
+/// # Errors
+/// Every violation, by path.
+pub fn canonical_id_list(
+    canonical_ids: Vec<String>,
+    max_batch: usize,
+) -> Result<Vec<CanonicalId>, Violations> {
     let mut violations = Violations::default();
     check_batch(
-        request.canonical_ids.len(),
+        canonical_ids.len(),
         max_batch,
         "canonical_ids",
         &mut violations,
@@ -137,8 +152,7 @@ pub fn canonical_ids(
     if !violations.is_empty() {
         return Err(violations);
     }
-    let ids: Vec<_> = request
-        .canonical_ids
+    let ids: Vec<_> = canonical_ids
         .into_iter()
         .enumerate()
         .filter_map(|(i, id)| match CanonicalId::parse(id) {
@@ -169,14 +183,35 @@ fn outcome(outcome: MintOutcome) -> pb::MintOutcome {
     }
 }
 
-pub fn mint_response(minted: Vec<Minted>) -> pb::MintIdsResponse {
+/// The status and redirect target of a known ID.
+fn status(state: &IdState) -> (pb::IdStatus, Option<String>) {
+    match state {
+        IdState::Active => (pb::IdStatus::Active, None),
+        IdState::Redirected(target) => (pb::IdStatus::Redirected, Some(target.to_string())),
+        IdState::Withdrawn => (pb::IdStatus::Withdrawn, None),
+    }
+}
+
+pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: i32::try_from(t.nanosecond()).unwrap_or(0),
+    }
+}
+
+pub fn mint_response(minted: Vec<Minted>, states: &KnownStates) -> pb::MintIdsResponse {
     pb::MintIdsResponse {
         ids: minted
             .into_iter()
-            .map(|m| pb::MintedId {
-                source_identifier: Some(to_proto(m.source_identifier)),
-                canonical_id: m.canonical_id.into_string(),
-                outcome: outcome(m.outcome).into(),
+            .map(|m| {
+                let (status, redirect_target) = status(states.state(&m.canonical_id));
+                pb::MintedId {
+                    source_identifier: Some(to_proto(m.source_identifier)),
+                    canonical_id: m.canonical_id.into_string(),
+                    outcome: outcome(m.outcome).into(),
+                    status: status.into(),
+                    redirect_target,
+                }
             })
             .collect(),
     }
@@ -185,33 +220,186 @@ pub fn mint_response(minted: Vec<Minted>) -> pb::MintIdsResponse {
 pub fn lookup_response(
     ids: Vec<SourceIdentifier>,
     found: Vec<Option<CanonicalId>>,
+    states: &KnownStates,
 ) -> pb::LookupIdsResponse {
     pb::LookupIdsResponse {
         results: ids
             .into_iter()
             .zip(found)
-            .map(|(id, canonical_id)| pb::LookupResult {
-                source_identifier: Some(to_proto(id)),
-                canonical_id: canonical_id.map(CanonicalId::into_string),
+            .map(|(id, canonical_id)| {
+                let (status, redirect_target) = canonical_id
+                    .as_ref()
+                    .map_or((pb::IdStatus::Unspecified, None), |c| {
+                        status(states.state(c))
+                    });
+                pb::LookupResult {
+                    source_identifier: Some(to_proto(id)),
+                    canonical_id: canonical_id.map(CanonicalId::into_string),
+                    status: status.into(),
+                    redirect_target,
+                }
             })
             .collect(),
     }
 }
 
+/// The Resolution of one ID: unknown (no source identifiers) has no status; a known one has its
+/// state, and its last change when it ever had one.
+pub fn resolution(
+    id: CanonicalId,
+    sources: Vec<SourceIdentifier>,
+    record: Option<&StateRecord>,
+) -> pb::Resolution {
+    let mut resolution = pb::Resolution {
+        canonical_id: id.into_string(),
+        ..Default::default()
+    };
+    if sources.is_empty() {
+        return resolution;
+    }
+    resolution.source_identifiers = sources.into_iter().map(to_proto).collect();
+    let (status, redirect_target) = status(record.map_or(&IdState::Active, |r| &r.state));
+    resolution.status = status.into();
+    resolution.redirect_target = redirect_target;
+    if let Some(record) = record {
+        resolution.reason.clone_from(&record.reason);
+        resolution.changed_at = Some(timestamp(record.changed_at));
+        resolution.changed_by.clone_from(&record.changed_by);
+    }
+    resolution
+}
+
 pub fn resolve_response(
     ids: Vec<CanonicalId>,
     found: Vec<Vec<SourceIdentifier>>,
+    states: &KnownStates,
 ) -> pb::ResolveCanonicalIdsResponse {
     pb::ResolveCanonicalIdsResponse {
         resolutions: ids
             .into_iter()
             .zip(found)
-            .map(|(id, sources)| pb::Resolution {
-                canonical_id: id.into_string(),
-                source_identifiers: sources.into_iter().map(to_proto).collect(),
+            .map(|(id, sources)| {
+                let record = states.record(&id);
+                resolution(id, sources, record)
             })
             .collect(),
     }
+}
+
+/// The answer to a lifecycle call: each entry's ID with its state after the call.
+pub fn change_response(
+    ids: Vec<CanonicalId>,
+    found: Vec<Vec<SourceIdentifier>>,
+    records: Vec<Option<StateRecord>>,
+) -> pb::ChangeCanonicalIdsResponse {
+    pb::ChangeCanonicalIdsResponse {
+        resolutions: ids
+            .into_iter()
+            .zip(found)
+            .zip(records)
+            .map(|((id, sources), record)| resolution(id, sources, record.as_ref()))
+            .collect(),
+    }
+}
+
+pub fn events_response(events: Vec<Event>) -> pb::ListCanonicalIdEventsResponse {
+    pb::ListCanonicalIdEventsResponse {
+        events: events
+            .into_iter()
+            .map(|e| pb::CanonicalIdEvent {
+                canonical_id: e.canonical_id.into_string(),
+                action: match e.action {
+                    Action::Redirect => pb::CanonicalIdAction::Redirect,
+                    Action::Withdraw => pb::CanonicalIdAction::Withdraw,
+                    Action::Restore => pb::CanonicalIdAction::Restore,
+                }
+                .into(),
+                target_canonical_id: e.target.map(CanonicalId::into_string),
+                reason: e.reason,
+                changed_at: Some(timestamp(e.changed_at)),
+                changed_by: e.changed_by,
+            })
+            .collect(),
+    }
+}
+
+/// One lifecycle entry's fields, before validation.
+pub struct RawChange {
+    pub canonical_id: String,
+    pub target: Option<String>,
+    pub reason: String,
+}
+
+impl From<pb::Redirect> for RawChange {
+    fn from(r: pb::Redirect) -> Self {
+        Self {
+            canonical_id: r.canonical_id,
+            target: Some(r.target_canonical_id),
+            reason: r.reason,
+        }
+    }
+}
+
+impl From<pb::Withdrawal> for RawChange {
+    fn from(w: pb::Withdrawal) -> Self {
+        Self {
+            canonical_id: w.canonical_id,
+            target: None,
+            reason: w.reason,
+        }
+    }
+}
+
+impl From<pb::Restoration> for RawChange {
+    fn from(r: pb::Restoration) -> Self {
+        Self {
+            canonical_id: r.canonical_id,
+            target: None,
+            reason: r.reason,
+        }
+    }
+}
+
+/// Validates the entries of a lifecycle call.
+///
+/// # Errors
+/// Every violation, by path (`redirects[2].target_canonical_id: must be 8 characters...`).
+pub fn changes(
+    action: Action,
+    entries: Vec<RawChange>,
+    max_batch: usize,
+) -> Result<Vec<Change>, Violations> {
+    let field = action.field();
+    let mut violations = Violations::default();
+    check_batch(entries.len(), max_batch, field, &mut violations);
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    let mut changes = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let id = CanonicalId::parse(entry.canonical_id)
+            .map_err(|m| violations.push(format!("{field}[{i}].canonical_id"), m))
+            .ok();
+        let target = match entry.target {
+            Some(t) => CanonicalId::parse(t)
+                .map(Some)
+                .map_err(|m| violations.push(format!("{field}[{i}].target_canonical_id"), m))
+                .ok(),
+            None => Some(None),
+        };
+        let reason = Reason::parse(entry.reason)
+            .map_err(|m| violations.push(format!("{field}[{i}].reason"), m))
+            .ok();
+        if let (Some(canonical_id), Some(target), Some(reason)) = (id, target, reason) {
+            changes.push(Change {
+                action,
+                canonical_id,
+                target,
+                reason,
+            });
+        }
+    }
+    violations.into_result(changes)
 }
 
 #[cfg(test)]

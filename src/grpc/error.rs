@@ -11,6 +11,7 @@ impl From<Error> for Status {
         match e {
             Error::InvalidArgument(v) => Status::invalid_argument(v.to_string()),
             Error::PredecessorNotMinted(p) => Status::failed_precondition(p.to_string()),
+            Error::LifecycleRefused(r) => Status::failed_precondition(r.to_string()),
             Error::Unavailable(why) => Status::unavailable(why),
             Error::DeadlineExceeded => Status::new(Code::DeadlineExceeded, "deadline exceeded"),
             Error::Internal(_) => {

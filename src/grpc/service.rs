@@ -1,4 +1,4 @@
-//! `IdMinterService`: the three RPCs. Each handler checks readiness, validates the request into
+//! `IdMinterService`: the RPCs (mint, lookup, resolve; the lifecycle calls and their log). Each handler checks readiness, validates the request into
 //! domain types, asks the store, and converts back; errors map to statuses in `grpc::error`.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, deadline};
 use crate::auth::Principal;
-use crate::domain::{MintOutcome, MintPlan, Minted, OntologyAliases};
+use crate::domain::{Action, MintOutcome, MintPlan, Minted, OntologyAliases};
 use crate::error::Error;
 use crate::pb;
 use crate::readiness::Readiness;
@@ -66,12 +66,17 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         deadline::within(deadline, async {
             self.readiness.check()?;
             let items = convert::mint_items(request.into_inner(), &self.aliases, self.max_batch)?;
-            let minted = self
-                .store
-                .mint(MintPlan::new(items)?, principal.as_str())
-                .await?;
+            // The statuses are read alongside the mint: a status is never served from a copy
+            // older than the call (see store::states).
+            let (minted, states) = tokio::try_join!(
+                self.store.mint(MintPlan::new(items)?, principal.as_str()),
+                self.store.states()
+            )?;
             record_outcomes(&minted);
-            Ok::<_, Error>(Response::new(convert::mint_response(minted)))
+            Ok::<_, Error>(Response::new(convert::mint_response(
+                minted,
+                &states.states,
+            )))
         })
         .await
         .map_err(Status::from)
@@ -87,8 +92,12 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
             self.readiness.check()?;
             let ids =
                 convert::lookup_identifiers(request.into_inner(), &self.aliases, self.max_batch)?;
-            let found = self.store.lookup(&ids).await?;
-            Ok(Response::new(convert::lookup_response(ids, found)))
+            let (found, states) = tokio::try_join!(self.store.lookup(&ids), self.store.states())?;
+            Ok(Response::new(convert::lookup_response(
+                ids,
+                found,
+                &states.states,
+            )))
         })
         .await
         .map_err(Status::from)
@@ -103,12 +112,104 @@ impl pb::id_minter_server::IdMinter for IdMinterService {
         deadline::within(deadline, async {
             self.readiness.check()?;
             let ids = convert::canonical_ids(request.into_inner(), self.max_batch)?;
-            let found = self.store.resolve(&ids).await?;
-            Ok(Response::new(convert::resolve_response(ids, found)))
+            let (found, states) = tokio::try_join!(self.store.resolve(&ids), self.store.states())?;
+            Ok(Response::new(convert::resolve_response(
+                ids,
+                found,
+                &states.states,
+            )))
         })
         .await
         .map_err(Status::from)
     }
+
+    #[tracing::instrument(name = "RedirectCanonicalIds", skip_all, fields(items = request.get_ref().redirects.len()))]
+    async fn redirect_canonical_ids(
+        &self,
+        request: Request<pb::RedirectCanonicalIdsRequest>,
+    ) -> Result<Response<pb::ChangeCanonicalIdsResponse>, Status> {
+        let principal = principal(&request);
+        let entries = |r: pb::RedirectCanonicalIdsRequest| r.redirects;
+        self.change(request, Action::Redirect, entries, principal)
+            .await
+    }
+
+    #[tracing::instrument(name = "WithdrawCanonicalIds", skip_all, fields(items = request.get_ref().withdrawals.len()))]
+    async fn withdraw_canonical_ids(
+        &self,
+        request: Request<pb::WithdrawCanonicalIdsRequest>,
+    ) -> Result<Response<pb::ChangeCanonicalIdsResponse>, Status> {
+        let principal = principal(&request);
+        let entries = |r: pb::WithdrawCanonicalIdsRequest| r.withdrawals;
+        self.change(request, Action::Withdraw, entries, principal)
+            .await
+    }
+
+    #[tracing::instrument(name = "RestoreCanonicalIds", skip_all, fields(items = request.get_ref().restorations.len()))]
+    async fn restore_canonical_ids(
+        &self,
+        request: Request<pb::RestoreCanonicalIdsRequest>,
+    ) -> Result<Response<pb::ChangeCanonicalIdsResponse>, Status> {
+        let principal = principal(&request);
+        let entries = |r: pb::RestoreCanonicalIdsRequest| r.restorations;
+        self.change(request, Action::Restore, entries, principal)
+            .await
+    }
+
+    #[tracing::instrument(name = "ListCanonicalIdEvents", skip_all, fields(items = request.get_ref().canonical_ids.len()))]
+    async fn list_canonical_id_events(
+        &self,
+        request: Request<pb::ListCanonicalIdEventsRequest>,
+    ) -> Result<Response<pb::ListCanonicalIdEventsResponse>, Status> {
+        let deadline = deadline::deadline(&request, self.request_timeout);
+        deadline::within(deadline, async {
+            self.readiness.check()?;
+            let ids =
+                convert::canonical_id_list(request.into_inner().canonical_ids, self.max_batch)?;
+            let events = self.store.events(&ids).await?;
+            Ok(Response::new(convert::events_response(events)))
+        })
+        .await
+        .map_err(Status::from)
+    }
+}
+
+impl IdMinterService {
+    /// The three lifecycle calls: validate, apply atomically, answer each entry's new state.
+    async fn change<R, E>(
+        &self,
+        request: Request<R>,
+        action: Action,
+        entries: impl FnOnce(R) -> Vec<E>,
+        principal: String,
+    ) -> Result<Response<pb::ChangeCanonicalIdsResponse>, Status>
+    where
+        E: Into<convert::RawChange>,
+    {
+        let deadline = deadline::deadline(&request, self.request_timeout);
+        deadline::within(deadline, async {
+            self.readiness.check()?;
+            let raw = entries(request.into_inner())
+                .into_iter()
+                .map(Into::into)
+                .collect();
+            let changes = convert::changes(action, raw, self.max_batch)?;
+            let records = self.store.change(&changes, &principal).await?;
+            let ids: Vec<_> = changes.into_iter().map(|c| c.canonical_id).collect();
+            let sources = self.store.resolve(&ids).await?;
+            Ok(Response::new(convert::change_response(
+                ids, sources, records,
+            )))
+        })
+        .await
+        .map_err(Status::from)
+    }
+}
+
+/// Who makes a lifecycle change, for its record and the event log: the caller's principal, which
+/// the authentication layer puts in the request's extensions; `anonymous` without one.
+fn principal<T>(request: &Request<T>) -> String {
+    Principal::of(request).as_str().to_owned()
 }
 
 /// Counts the answers by outcome, in the metrics and on the call's span (the span of a

@@ -4,12 +4,14 @@
 
 pub mod baseline;
 pub mod cache;
+pub mod lifecycle;
 pub mod migrations;
 mod mint;
 pub mod pooler;
 pub mod queries;
 pub mod replica;
 pub mod schema;
+pub mod states;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use self::cache::IdCache;
 use self::pooler::Statements;
 use self::replica::ReadReplica;
-use crate::domain::{CanonicalId, MintPlan, Minted, SourceIdentifier};
+use self::states::{States, StatesView};
+use crate::domain::{CanonicalId, Change, Event, MintPlan, Minted, SourceIdentifier, StateRecord};
 use crate::error::Error;
 
 /// How the connection pool is sized and how long a request may wait for a connection.
@@ -58,6 +61,7 @@ pub struct Store {
     pool: PgPool,
     reads: Reads,
     cache: Arc<IdCache>,
+    states: Arc<States>,
 }
 
 impl Store {
@@ -71,7 +75,40 @@ impl Store {
             },
             pool,
             cache: Arc::new(IdCache::new(capacity)),
+            states: Arc::default(),
         }
+    }
+
+    /// The lifecycle states as of now (see [`states`](self::states) for why never stale). One
+    /// small read of the primary, plus a reload when another call changed them.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn states(&self) -> Result<Arc<StatesView>, Error> {
+        Ok(self
+            .states
+            .current(&self.pool, self.reads.statements)
+            .await?)
+    }
+
+    /// Applies a lifecycle call; see [`lifecycle`](self::lifecycle).
+    ///
+    /// # Errors
+    /// [`Error::LifecycleRefused`] before anything is written; [`Error::Unavailable`].
+    pub async fn change(
+        &self,
+        changes: &[Change],
+        principal: &str,
+    ) -> Result<Vec<Option<StateRecord>>, Error> {
+        lifecycle::change(&self.pool, self.reads.statements, changes, principal).await
+    }
+
+    /// The lifecycle events of each ID, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the database cannot be reached.
+    pub async fn events(&self, ids: &[CanonicalId]) -> Result<Vec<Event>, Error> {
+        Ok(lifecycle::events(&self.pool, self.reads.statements, ids).await?)
     }
 
     /// Statements go unnamed, each in a transaction of its own, for a pooler in transaction mode;

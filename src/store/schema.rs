@@ -14,7 +14,12 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use super::migrations;
 
 /// The tables our migrations create; any of them present means "this database is ours".
-pub const OUR_TABLES: &[&str] = &["source_identifiers"];
+pub const OUR_TABLES: &[&str] = &[
+    "source_identifiers",
+    "canonical_id_states",
+    "canonical_id_events",
+    "canonical_id_states_generation",
+];
 
 /// What the guard found.
 #[derive(Debug, Clone, PartialEq, Eq)]

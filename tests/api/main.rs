@@ -15,6 +15,8 @@ mod health;
 mod hostile_input;
 mod import;
 mod import_live;
+mod lifecycle;
+mod lifecycle_race;
 mod logs;
 mod lookup;
 mod mint;

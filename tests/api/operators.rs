@@ -258,7 +258,7 @@ async fn a_message_over_the_size_limit_is_refused() {
 }
 
 /// Runs a client command with `stdin` piped in: (exit code, stdout lines, stderr).
-fn client(app: &TestApp, args: &[&str], stdin: &str) -> (i32, Vec<serde_json::Value>, String) {
+pub fn client(app: &TestApp, args: &[&str], stdin: &str) -> (i32, Vec<serde_json::Value>, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
         .args(&args[..1])

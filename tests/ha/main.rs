@@ -9,5 +9,6 @@ mod app;
 mod cluster;
 
 mod failover;
+mod lifecycle;
 mod pgbouncer;
 mod replica;
