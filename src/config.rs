@@ -144,6 +144,10 @@ pub struct ServeArgs {
     /// The admin HTTP listen address (/metrics, /healthz, /readyz).
     #[arg(long, env = "IDMINTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     pub admin_addr: SocketAddr,
+    /// The public HTTP resolver's listen address (read-only JSON for web front ends); off unless
+    /// given.
+    #[arg(long, env = "IDMINTER_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// A streaming replica of the database for the reads (LookupIds, ResolveCanonicalIds, MintIds'
@@ -254,6 +258,8 @@ pub struct HealthArgs {
 pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The public resolver's address; `None`: no resolver.
+    pub http_addr: Option<SocketAddr>,
     pub database: PgConnectOptions,
     /// The read replica, if any.
     pub read_database: Option<PgConnectOptions>,
@@ -284,6 +290,7 @@ impl ServeConfig {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: None,
             database,
             read_database: None,
             transaction_pooler: false,
@@ -313,6 +320,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let ServeArgs {
             grpc_addr,
             admin_addr,
+            http_addr,
             database,
             read_database_url,
             transaction_pooler,
@@ -349,6 +357,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         Ok(Self {
             grpc_addr,
             admin_addr,
+            http_addr,
             database: database.connect_options()?,
             read_database: read_database_url
                 .map(|url| {

@@ -5,6 +5,7 @@
 //! - [`store`]: the PostgreSQL schema, its migrations and the queries, in domain types;
 //! - [`grpc`]: the tonic service, translating between protobuf and the domain;
 //! - [`transfer`]: `import` and `export`, mappings in and out in bulk;
+//! - [`resolver`]: the public read-only HTTP resolver (`serve --http-addr`);
 //! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod pb;
 pub mod readiness;
 pub mod reload;
+pub mod resolver;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -29,6 +29,8 @@ pub struct Application {
     admin_listener: TcpListener,
     auth: Auth,
     tls: Option<TlsServer>,
+    /// The public resolver's listener, when `--http-addr` is given.
+    http_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -45,12 +47,17 @@ impl Application {
         let tls = config.tls.clone().map(TlsServer::load).transpose()?;
         let grpc_listener = TcpListener::bind(config.grpc_addr).await?;
         let admin_listener = TcpListener::bind(config.admin_addr).await?;
+        let http_listener = match config.http_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             config,
             grpc_listener,
             admin_listener,
             auth,
             tls,
+            http_listener,
         })
     }
 
@@ -68,6 +75,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The bound public resolver address, when it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then drains.
     ///
     /// # Errors
@@ -78,12 +92,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let grpc_addr = self.grpc_addr();
         let admin_addr = self.admin_addr();
+        let http_addr = self.http_addr();
         let Self {
             config,
             grpc_listener,
             admin_listener,
             auth,
             tls,
+            http_listener,
         } = self;
 
         let metrics = crate::metrics::install();
@@ -164,6 +180,22 @@ impl Application {
             admin_stop.clone(),
         ));
 
+        if let Some(listener) = http_listener {
+            // Stops with the gRPC server (on `stop`), finishing the requests in flight.
+            let state = crate::resolver::ResolverState {
+                store: store.clone(),
+                readiness: readiness.clone(),
+                aliases: std::sync::Arc::new(config.aliases.clone()),
+                auth: auth.clone(),
+            };
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = crate::resolver::serve(listener, state, stop).await {
+                    tracing::warn!(error = %e, "the HTTP resolver failed");
+                }
+            });
+        }
+
         let service = crate::grpc::limit_concurrency(
             IdMinterService::new(
                 store,
@@ -187,9 +219,11 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let http_addr = http_addr.map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
             %grpc_addr,
             %admin_addr,
+            %http_addr,
             history_table = %config.history_table,
             tls = tls.is_some(),
             auth = auth.is_enabled(),

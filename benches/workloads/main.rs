@@ -8,6 +8,7 @@
 
 mod data;
 mod floor;
+mod lifecycle;
 mod load;
 mod prepare;
 mod report;
@@ -73,6 +74,17 @@ struct Args {
     /// Prepare the database and stop.
     #[arg(long)]
     prepare_only: bool,
+    /// Instead of the workloads: the lifecycle comparison (all-existing and lookup, with none and
+    /// with 10% of IDs redirected, through this build and `--baseline-binary` side by side), then
+    /// the public resolver under load (`--clients` HTTP clients, default 16).
+    #[arg(long)]
+    lifecycle: bool,
+    /// An idminter binary to compare with in `--lifecycle` (e.g. the release before lifecycle).
+    #[arg(long)]
+    baseline_binary: Option<PathBuf>,
+    /// Measurements of each server per workload in `--lifecycle` (alternating which goes first).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -119,6 +131,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     if args.prepare_only {
         return Ok(());
+    }
+    if args.lifecycle {
+        return lifecycle_comparison(&args, &url, &prepared).await;
     }
 
     let clients = args.clients.unwrap_or(4 * cores).max(1);
@@ -256,6 +271,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// `--lifecycle`: the side-by-side comparison and the resolver's load, printed as Markdown.
+async fn lifecycle_comparison(
+    args: &Args,
+    url: &str,
+    prepared: &prepare::Prepared,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut server_args = args.server_args.clone();
+    if !server_args.iter().any(|a| a.starts_with("--max-batch")) {
+        server_args.extend(["--max-batch".to_owned(), MAX_BATCH.to_owned()]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(prepared.options.clone())
+        .await?;
+    let mut settings = lifecycle::Settings {
+        url,
+        rows: prepared.rows,
+        clients: args.clients.unwrap_or(4 * cores).max(1),
+        server_args: &server_args,
+        baseline: args.baseline_binary.as_deref(),
+        rounds: args.rounds.max(1),
+        warmup: args.warmup,
+        window: args.duration,
+    };
+    let comparison = lifecycle::compare(&pool, &settings).await?;
+    settings.clients = args.clients.unwrap_or(16).max(1);
+    let resolver = lifecycle::resolver(&pool, &settings).await?;
+    println!(
+        "\n{cores} cores; {} mappings; {} clients; {} s measured after {} s warm-up, {} rounds per server\n",
+        prepared.rows,
+        args.clients.unwrap_or(4 * cores),
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        settings.rounds
+    );
+    println!("{comparison}");
+    println!(
+        "| resolver | clients | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n{resolver}"
+    );
     Ok(())
 }
 

@@ -19,6 +19,8 @@ pub struct Server {
     child: Child,
     pub grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    /// The public resolver's address, when started with `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -28,7 +30,24 @@ impl Server {
     /// # Errors
     /// The process could not start, or never became SERVING.
     pub async fn start(database_url: &str, extra: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
+        Self::start_binary(
+            std::path::Path::new(env!("CARGO_BIN_EXE_idminter")),
+            database_url,
+            extra,
+        )
+        .await
+    }
+
+    /// As [`start`](Self::start), with another idminter binary (a baseline to compare with).
+    ///
+    /// # Errors
+    /// The process could not start, or never became SERVING.
+    pub async fn start_binary(
+        binary: &std::path::Path,
+        database_url: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
             .args(["--log-format", "json", "serve"])
             .args(["--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             // Through a transaction-mode pooler, migrations are refused: the benchmark's own
@@ -63,6 +82,7 @@ impl Server {
             child,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: None,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -79,6 +99,7 @@ impl Server {
                     .as_str()
                     .context("admin_addr in the listening line")?
                     .parse()?;
+                server.http_addr = json["http_addr"].as_str().and_then(|a| a.parse().ok());
                 break;
             }
         }

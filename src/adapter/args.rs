@@ -81,6 +81,20 @@ pub struct AdapterArgs {
     /// How often the input queue's depth (ApproximateNumberOfMessages) is read; at most 30s.
     #[arg(long, env = "IDMINTER_ADAPTER_DEPTH_INTERVAL", default_value = "15s", value_parser = parse_depth_interval)]
     pub depth_interval: Duration,
+    /// What to write for a redirected canonical ID: `follow` writes the ID it was merged into
+    /// (the record joins that one), `ignore` the ID the identifier has.
+    #[arg(long, env = "IDMINTER_ADAPTER_REDIRECTS", default_value = "follow")]
+    pub redirects: Redirects,
+}
+
+/// What the adapter writes as `canonicalId` for an identifier whose ID is redirected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Redirects {
+    /// The redirect target: the record joins the one it was merged into.
+    #[default]
+    Follow,
+    /// The identifier's own (minted) ID.
+    Ignore,
 }
 
 /// Everything the adapter needs, as plain values.
@@ -99,6 +113,7 @@ pub struct AdapterConfig {
     pub mint_timeout: Duration,
     pub max_backoff: Duration,
     pub depth_interval: Duration,
+    pub redirects: Redirects,
 }
 
 impl TryFrom<AdapterArgs> for AdapterConfig {
@@ -121,6 +136,7 @@ impl TryFrom<AdapterArgs> for AdapterConfig {
             mint_timeout,
             max_backoff,
             depth_interval,
+            redirects,
         } = args;
         let output = match (output_queue_url, output_topic_arn) {
             (Some(url), None) => OutputTarget::Queue(url),
@@ -148,6 +164,7 @@ impl TryFrom<AdapterArgs> for AdapterConfig {
             mint_timeout,
             max_backoff,
             depth_interval,
+            redirects,
         })
     }
 }

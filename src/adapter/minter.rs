@@ -11,6 +11,7 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::adapter::args::Redirects;
 use crate::adapter::document::{Mint, SourceKey};
 use crate::auth::BearerToken;
 use crate::domain::CanonicalId;
@@ -47,6 +48,7 @@ pub struct Minter {
     addr: String,
     max_batch: usize,
     timeout: Duration,
+    redirects: Redirects,
 }
 
 impl Minter {
@@ -72,7 +74,14 @@ impl Minter {
             addr: addr.to_owned(),
             max_batch: max_batch.max(1),
             timeout,
+            redirects: Redirects::default(),
         })
+    }
+
+    /// Which ID to write for a redirected one (default: the target).
+    pub fn with_redirects(mut self, redirects: Redirects) -> Self {
+        self.redirects = redirects;
+        self
     }
 
     /// The canonical ID of every identifier in `mints`.
@@ -139,7 +148,12 @@ impl Minter {
         // The response is in request order; its identifiers are in the stored form (after the
         // minter's ontology aliases), so the request's own are the keys.
         for (mint, minted) in chunk.iter().zip(response.ids) {
-            let id = CanonicalId::parse(minted.canonical_id).map_err(|why| {
+            // A merged record joins the one it was merged into (contract section 9).
+            let written = match (self.redirects, minted.redirect_target) {
+                (Redirects::Follow, Some(target)) => target,
+                _ => minted.canonical_id,
+            };
+            let id = CanonicalId::parse(written).map_err(|why| {
                 MintError::Unavailable(format!(
                     "{}: the minter answered an invalid canonical ID for {}: {why}",
                     self.addr, mint.source

@@ -86,7 +86,8 @@ impl Adapter {
             },
             config.mint_max_batch,
             config.mint_timeout,
-        )?;
+        )?
+        .with_redirects(config.redirects);
         Ok(Self {
             config,
             admin_listener,

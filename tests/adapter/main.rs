@@ -13,6 +13,7 @@ mod identify;
 mod monitoring;
 mod outages;
 mod poison;
+mod redirects;
 mod shutdown;
 mod tls;
 mod traces;

@@ -285,6 +285,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The public resolver's address, when started with `--http-addr`.
+    pub http_addr: Option<SocketAddr>,
     pub lines: mpsc::Receiver<String>,
 }
 
@@ -329,12 +331,14 @@ impl ServerProcess {
             child,
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http_addr: None,
             lines,
         };
         let listening = process.wait_for_log("listening");
         let json: serde_json::Value = serde_json::from_str(&listening).unwrap();
         process.grpc_addr = json["grpc_addr"].as_str().unwrap().parse().unwrap();
         process.admin_addr = json["admin_addr"].as_str().unwrap().parse().unwrap();
+        process.http_addr = json["http_addr"].as_str().and_then(|a| a.parse().ok());
         process
     }
 

@@ -24,5 +24,6 @@ mod operators;
 mod provenance;
 mod race;
 mod resolve;
+mod resolver_http;
 mod schema_guard;
 mod tls;
