@@ -19,7 +19,17 @@ use crate::{guard, telemetry};
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
-    telemetry::init(cli.log_format);
+    // Traces for the long-running commands only.
+    let service_name = match &cli.command {
+        Command::Serve(_) => Some("idminter"),
+        Command::Adapter(_) => Some("idminter-adapter"),
+        _ => None,
+    };
+    let traces = service_name.map(|service_name| telemetry::Traces {
+        endpoint: cli.otlp_endpoint.clone(),
+        service_name,
+    });
+    let telemetry = telemetry::init_with_traces(cli.log_format, traces);
     let result = match cli.command {
         Command::Serve(args) => serve(args.try_into()).await,
         Command::Migrate(args) => migrate(args).await,
@@ -43,6 +53,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => usage_error(&e),
         },
     };
+    telemetry.shutdown().await;
     match result {
         Ok(code) => code,
         Err(e) => {

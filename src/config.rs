@@ -27,6 +27,10 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g. `http://localhost:4317`), for `serve`
+    /// and `adapter`; the other OTEL_* variables (service name, sampler) apply. Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

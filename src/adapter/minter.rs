@@ -120,6 +120,7 @@ impl Minter {
                 .collect(),
         };
         let mut request = tonic::Request::new(request);
+        crate::telemetry::inject(request.metadata_mut());
         request.set_timeout(self.timeout);
         // The endpoint's own timeout covers the call; this one also covers a connection attempt
         // that hangs.

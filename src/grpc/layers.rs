@@ -62,6 +62,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         request.extensions_mut().insert(Arrival(started));
+        let parent = crate::telemetry::remote_parent(request.headers());
         let method = method_label(request.uri().path());
         // Bounded: the names of the tokens file, and `anonymous`.
         let principal = request
@@ -97,7 +98,7 @@ where
                 }
                 result
             }
-            .instrument(span),
+            .instrument(crate::telemetry::with_parent(span, parent)),
         )
     }
 }

@@ -128,6 +128,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached.
+    #[tracing::instrument(name = "db.lookup", level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn lookup(
         &self,
         ids: &[SourceIdentifier],
@@ -139,6 +140,7 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the database cannot be reached.
+    #[tracing::instrument(name = "db.resolve", level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn resolve(&self, ids: &[CanonicalId]) -> Result<Vec<Vec<SourceIdentifier>>, Error> {
         let mut found: HashMap<CanonicalId, Vec<SourceIdentifier>> = HashMap::new();
         for (canonical_id, source) in self.reads.resolve(ids).await? {
@@ -156,6 +158,7 @@ impl Store {
     /// # Errors
     /// [`Error::PredecessorNotMinted`] before anything is written; [`Error::Unavailable`] and
     /// [`Error::Internal`] after rolling back whatever was written.
+    #[tracing::instrument(name = "db.mint", level = "debug", skip_all, fields(db.system = "postgresql"))]
     pub async fn mint(&self, plan: MintPlan, created_by: &str) -> Result<Vec<Minted>, Error> {
         mint::mint(&self.pool, &self.reads, &self.cache, plan, created_by).await
     }

@@ -16,3 +16,4 @@ mod poison;
 mod redirects;
 mod shutdown;
 mod tls;
+mod traces;
