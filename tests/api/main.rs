@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod cache;
+mod covering_key;
 mod database_tls;
 mod dockerfile;
 mod document_properties;
