@@ -1,92 +1,27 @@
-//! The command line (clap; every flag also reads the environment variable named in its help), and
-//! the plain configuration structs that startup takes, which tests build directly.
+//! The flag groups that more than one command shares or that map onto a plain configuration
+//! (the database, `serve`'s flags, TLS; clap, every flag also read from the environment variable
+//! named in its help), and those plain configuration structs, which startup takes and tests build
+//! directly. The command tree itself is [`crate::cli`]'s: this module knows no command, so that
+//! the modules that take these values (`startup`, `transfer`) do not depend on the ones that run
+//! commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::OntologyAliases;
 use crate::store::PoolSettings;
 use crate::store::migrations::HISTORY_TABLE;
 
-/// idminter: short, stable, opaque canonical IDs for the source identifiers of a data pipeline.
-#[derive(Debug, Parser)]
-#[command(name = "idminter", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-    /// Log format: `text` for people, `json` for log pipelines. Levels come from RUST_LOG.
-    #[arg(
-        long,
-        env = "IDMINTER_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    pub log_format: LogFormat,
-    /// Export traces over OTLP/gRPC to this collector (e.g. `http://localhost:4317`), for `serve`
-    /// and `adapter`; the other OTEL_* variables (service name, sampler) apply. Off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
-    pub otlp_endpoint: Option<String>,
-}
-
+/// The format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the gRPC server.
-    Serve(ServeArgs),
-    /// Apply pending migrations and exit.
-    Migrate(MigrateArgs),
-    /// Run the schema guard once: exit 0 when ready, 1 when not (diagnosis on stderr).
-    Check(DatabaseArgs),
-    /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
-    Health(HealthArgs),
-    /// Mint canonical IDs: `type/ontology/value` arguments, or lines (or JSON lines) on stdin.
-    Mint(crate::client::ClientArgs),
-    /// Look up canonical IDs without minting.
-    Lookup(crate::client::ClientArgs),
-    /// Resolve canonical IDs to their source identifiers.
-    Resolve(crate::client::ClientArgs),
-    /// Redirect canonical IDs to others (merged records): `ID=TARGET` arguments or lines.
-    Redirect(crate::client::ChangeArgs),
-    /// Withdraw canonical IDs (records that went away), leaving a tombstone.
-    Withdraw(crate::client::ChangeArgs),
-    /// Make redirected or withdrawn canonical IDs ACTIVE again.
-    Restore(crate::client::ChangeArgs),
-    /// Print the lifecycle events of canonical IDs, oldest first.
-    History(crate::client::ClientArgs),
-    /// Run the queue adapter: SQS documents in, identified documents out.
-    Adapter(crate::adapter::AdapterArgs),
-    /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
-    /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
-    Import(crate::transfer::ImportArgs),
-    /// Export every mapping from one snapshot, in primary-key order.
-    Export(crate::transfer::ExportArgs),
-    /// Client tokens: `idminter token new NAME --scopes S`.
-    #[command(subcommand)]
-    Token(TokenCommand),
-}
-
-/// `idminter token ...`.
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Print a fresh random token (give it to the client) and its line for the tokens file (the
-    /// server keeps only the token's SHA-256).
-    New {
-        /// The client's name: its principal in logs, metrics and `created_by`.
-        name: String,
-        /// A comma-separated subset of read, mint, admin (each includes the ones before it).
-        #[arg(long)]
-        scopes: String,
-    },
 }
 
 /// Where the database is and which history table records our migrations.
@@ -221,36 +156,6 @@ pub struct TlsArgs {
     /// Also require client certificates signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "IDMINTER_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Adopt an existing schema that has no history table: record the migrations its tables
-    /// already match, and refuse if they match none.
-    #[arg(long)]
-    pub baseline: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HealthArgs {
-    /// The server's gRPC URL; `https://` uses TLS.
-    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
-    /// A token to send (health needs none; accepted so that one environment serves every command).
-    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
-    /// system's roots.
-    #[arg(long, env = "IDMINTER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// The service to ask about; "" is the whole server.
-    #[arg(long, default_value = "")]
-    pub service: String,
-    /// How long to wait for an answer.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
 }
 
 /// Everything `serve` needs, as plain values.
@@ -410,31 +315,5 @@ mod tests {
         ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
-        let parsed = Cli::try_parse_from([
-            "idminter",
-            "serve",
-            "--database-url",
-            "postgres://x@h/db",
-            "--transaction-pooler",
-            "--migrate",
-        ]);
-        assert_eq!(
-            parsed.unwrap_err().kind(),
-            clap::error::ErrorKind::ArgumentConflict
-        );
-    }
-
-    #[test]
-    fn the_default_history_table_is_ours() {
-        let cli = Cli::try_parse_from(["idminter", "check", "--database-url", "postgres://x@h/db"])
-            .unwrap();
-        let Command::Check(db) = cli.command else {
-            panic!("not check")
-        };
-        assert_eq!(db.history_table, "idminter_schema_history");
     }
 }

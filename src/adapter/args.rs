@@ -195,7 +195,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn parse(args: &[&str]) -> Result<AdapterArgs, clap::Error> {
         let cli = Cli::try_parse_from(["idminter", "adapter"].iter().chain(args))?;

@@ -62,9 +62,7 @@ const ATTEMPT_MARGIN: Duration = Duration::from_secs(10);
 /// Invalid flags, no AWS region, or the admin address cannot be bound.
 pub async fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     let adapter = Adapter::build(AdapterConfig::try_from(args)?).await?;
-    adapter
-        .run_until_stopped(crate::startup::shutdown_signal())
-        .await?;
+    adapter.run_until_stopped(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
