@@ -105,7 +105,7 @@ pub struct MigrateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// The server's gRPC URL; `https://` uses TLS.
-    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "IDMINTER_ADDR", default_value = crate::config::DEFAULT_SERVER_URL)]
     pub addr: String,
     /// A token to send (health needs none; accepted so that one environment serves every command).
     #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]

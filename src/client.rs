@@ -32,7 +32,7 @@ type Client = IdMinterClient<InterceptedService<Channel, BearerToken>>;
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The server's gRPC URL; `https://` uses TLS.
-    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "IDMINTER_ADDR", default_value = crate::config::DEFAULT_SERVER_URL)]
     pub addr: String,
     /// The token to send (`authorization: Bearer TOKEN`) to a server that checks tokens.
     #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]

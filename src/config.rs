@@ -17,6 +17,13 @@ use crate::domain::OntologyAliases;
 use crate::store::PoolSettings;
 use crate::store::migrations::HISTORY_TABLE;
 
+/// `serve --max-batch`'s default, which is also the adapter's `--mint-max-batch` (the most items
+/// of one MintIds call).
+pub const DEFAULT_MAX_BATCH: u32 = 10_000;
+
+/// Where the client commands and the adapter find the server by default.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:50051";
+
 /// The format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -118,7 +125,7 @@ pub struct ServeArgs {
     )]
     pub ontology_aliases: Vec<String>,
     /// The most entries one call may carry.
-    #[arg(long, env = "IDMINTER_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "IDMINTER_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch: u32,
     /// The longest a call may run before DEADLINE_EXCEEDED (a caller's shorter deadline wins).
     #[arg(long, env = "IDMINTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -190,30 +197,38 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for everything but the database, listening on loopback with OS-chosen ports.
+    /// `serve`'s defaults for everything but the database, listening on loopback with OS-chosen
+    /// ports (for tests and embedding). The defaults are those of the flags, read from clap with
+    /// no flag and no environment variable: the `#[arg]` attributes of [`ServeArgs`] are the one
+    /// place they are written.
+    ///
+    /// # Panics
+    /// Never: the flags' defaults are valid (a unit test parses them).
     pub fn local(database: PgConnectOptions) -> Self {
-        Self {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: None,
-            database,
-            read_database: None,
-            transaction_pooler: false,
-            pool: PoolSettings::default(),
-            id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
-            history_table: HISTORY_TABLE.to_owned(),
-            migrate: false,
-            aliases: OntologyAliases::default(),
-            max_batch: 10_000,
-            request_timeout: Duration::from_secs(30),
-            concurrency_limit: 64,
-            max_message_bytes: 16 * 1024 * 1024,
-            db_check_interval: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(30),
-            auth_tokens: None,
-            tls: None,
-            reload_interval: Duration::from_secs(1),
+        let mut config = ServeArgs::defaults()
+            .map_err(anyhow::Error::from)
+            .and_then(|args| Self::from_args(args, database))
+            .expect("the defaults of serve's flags are valid");
+        config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+impl ServeArgs {
+    /// The flags as clap gives them when none is given and the environment is ignored (the
+    /// database URL, which has no default, is a placeholder that [`ServeConfig::local`] replaces).
+    fn defaults() -> Result<Self, clap::Error> {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
         }
+        let matches = Serve::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["serve", "--database-url", "postgres://localhost"])?;
+        Serve::from_arg_matches(&matches).map(|serve| serve.args)
     }
 }
 
@@ -221,6 +236,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
+        let database = args.database.connect_options()?;
+        Self::from_args(args, database)
+    }
+}
+
+impl ServeConfig {
+    /// The configuration the flags describe, with `database` for the database URL's options.
+    fn from_args(args: ServeArgs, database_options: PgConnectOptions) -> anyhow::Result<Self> {
         // Destructured in full, so that a new flag that is not wired up fails to compile.
         let ServeArgs {
             grpc_addr,
@@ -263,7 +286,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             http_addr,
-            database: database.connect_options()?,
+            database: database_options,
             read_database: read_database_url
                 .map(|url| {
                     PgConnectOptions::from_str(&url).map_err(|e| {
@@ -298,6 +321,31 @@ impl TryFrom<ServeArgs> for ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_configuration_has_the_flags_defaults_on_loopback_ports() {
+        let database = PgConnectOptions::new().database("db");
+        let config = ServeConfig::local(database);
+        assert_eq!(config.grpc_addr, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.admin_addr, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.database.get_database(), Some("db"));
+        assert_eq!(config.max_batch, 10_000, "the contract's --max-batch");
+        assert_eq!(config.history_table, "idminter_schema_history");
+        assert_eq!(config.pool.max_connections, 16);
+        assert_eq!(config.pool.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.concurrency_limit, 64);
+        assert_eq!(config.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.db_check_interval, Duration::from_secs(1));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.id_cache_capacity,
+            crate::store::cache::DEFAULT_CAPACITY
+        );
+        assert!(config.http_addr.is_none() && config.read_database.is_none());
+        assert!(!config.migrate && !config.transaction_pooler);
+        assert!(config.auth_tokens.is_none() && config.tls.is_none());
+    }
 
     #[test]
     fn history_table_names_must_be_plain_identifiers() {
