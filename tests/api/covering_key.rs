@@ -114,7 +114,10 @@ async fn an_index_built_beforehand_is_swapped_in_not_built_again() {
 
     let (index, definition) = primary_key(&db).await;
     assert_eq!(index, prepared, "the prepared index is the key now");
-    assert!(definition.contains("INCLUDE (canonical_id)"), "{definition}");
+    assert!(
+        definition.contains("INCLUDE (canonical_id)"),
+        "{definition}"
+    );
 }
 
 #[tokio::test]
@@ -136,11 +139,10 @@ async fn a_prepared_index_defined_otherwise_is_refused_and_nothing_changes() {
     );
     let (key_after, _) = primary_key(&db).await;
     assert_eq!(key_after, key_before, "the old key stays");
-    let still_there: bool = sqlx::query_scalar(
-        "SELECT to_regclass('source_identifiers_key_with_id') IS NOT NULL",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let still_there: bool =
+        sqlx::query_scalar("SELECT to_regclass('source_identifiers_key_with_id') IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(still_there, "the operator's index is not dropped");
 }
