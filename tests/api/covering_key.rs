@@ -3,7 +3,7 @@
 //! in rather than built again, and one that is invalid or defined otherwise is refused, never
 //! dropped.
 
-use idminter::store::migrations::{self, HISTORY_TABLE, RefineryConnection};
+use idminter::store::migrations::{self, HISTORY_TABLE};
 use sqlx::Connection;
 
 use crate::helpers::*;
@@ -14,13 +14,7 @@ const PREPARED: &str = "CREATE UNIQUE INDEX CONCURRENTLY source_identifiers_key_
 
 /// A database migrated to V3, as the previous release left it, holding one mapping.
 async fn database_at_v3() -> TestDatabase {
-    let db = TestDatabase::create().await;
-    let mut conn = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
-    migrations::runner(HISTORY_TABLE)
-        .set_target(refinery::Target::Version(3))
-        .run_async(&mut RefineryConnection(&mut conn))
-        .await
-        .expect("migrate to V3");
+    let db = TestDatabase::migrated_to(3).await;
     db.execute(
         "INSERT INTO source_identifiers (identifier_type, ontology_type, value, canonical_id, minted) \
          VALUES ('sierra-system-number', 'Work', 'b1', 'abcdefgh', true)",

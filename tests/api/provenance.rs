@@ -2,7 +2,7 @@
 //! knows only V1 keeps serving a migrated database, and the new release finds V2 pending on an old
 //! database and applies it with --migrate.
 
-use idminter::store::migrations::{self, HISTORY_TABLE, RefineryConnection};
+use idminter::store::migrations::{self, HISTORY_TABLE};
 use idminter::store::schema::{self, SchemaState};
 use sqlx::Connection;
 
@@ -10,14 +10,7 @@ use crate::helpers::*;
 
 /// A database migrated to V1 only, as the previous release left it.
 async fn database_at_v1() -> TestDatabase {
-    let db = TestDatabase::create().await;
-    let mut conn = sqlx::PgConnection::connect_with(&db.options).await.unwrap();
-    migrations::runner(HISTORY_TABLE)
-        .set_target(refinery::Target::Version(1))
-        .run_async(&mut RefineryConnection(&mut conn))
-        .await
-        .expect("migrate to V1");
-    db
+    TestDatabase::migrated_to(1).await
 }
 
 #[tokio::test]

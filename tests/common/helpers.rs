@@ -84,6 +84,20 @@ impl TestDatabase {
         db
     }
 
+    /// A database migrated up to `version` only, as an older release left it.
+    pub async fn migrated_to(version: i32) -> Self {
+        let db = Self::create().await;
+        let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
+        idminter::store::migrations::runner(HISTORY_TABLE)
+            .set_target(refinery::Target::Version(version))
+            .run_async(&mut idminter::store::migrations::RefineryConnection(
+                &mut conn,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("migrate to V{version}: {e}"));
+        db
+    }
+
     /// This database's URL, for server processes.
     pub fn url(&self) -> String {
         let admin = admin_url();
