@@ -1,21 +1,126 @@
-//! Running each subcommand and turning its result into an exit code: 0 success, 1 failure (for
-//! `check`: not ready; for `health`: not SERVING), 2 usage error (clap's own).
+//! The command line: the command tree ([`Cli`], [`Command`]; clap, every flag also read from the
+//! environment variable named in its help), and running each subcommand and turning its result
+//! into an exit code: 0 success, 1 failure (for `check`: not ready; for `health`: not SERVING),
+//! 2 usage error (clap's own). The top of the crate: it depends on every command's module and
+//! none depends on it. Each command's own flags live with the command (`config` for the shared
+//! groups and `serve`, `client`, `adapter::args`, `transfer`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
 use sqlx::{Connection, PgConnection};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::client::{self, Call};
-use crate::config::{
-    Cli, Command, DatabaseArgs, HealthArgs, MigrateArgs, ServeConfig, TokenCommand,
-};
-use crate::startup::{self, Application};
+use crate::config::{DatabaseArgs, LogFormat, ServeArgs, ServeConfig};
+use crate::startup::Application;
 use crate::store::baseline;
 use crate::store::schema::SchemaState;
 use crate::{guard, telemetry};
+
+/// idminter: short, stable, opaque canonical IDs for the source identifiers of a data pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "idminter", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `text` for people, `json` for log pipelines. Levels come from RUST_LOG.
+    #[arg(
+        long,
+        env = "IDMINTER_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (e.g. `http://localhost:4317`), for `serve`
+    /// and `adapter`; the other OTEL_* variables (service name, sampler) apply. Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Apply pending migrations and exit.
+    Migrate(MigrateArgs),
+    /// Run the schema guard once: exit 0 when ready, 1 when not (diagnosis on stderr).
+    Check(DatabaseArgs),
+    /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
+    Health(HealthArgs),
+    /// Mint canonical IDs: `type/ontology/value` arguments, or lines (or JSON lines) on stdin.
+    Mint(crate::client::ClientArgs),
+    /// Look up canonical IDs without minting.
+    Lookup(crate::client::ClientArgs),
+    /// Resolve canonical IDs to their source identifiers.
+    Resolve(crate::client::ClientArgs),
+    /// Redirect canonical IDs to others (merged records): `ID=TARGET` arguments or lines.
+    Redirect(crate::client::ChangeArgs),
+    /// Withdraw canonical IDs (records that went away), leaving a tombstone.
+    Withdraw(crate::client::ChangeArgs),
+    /// Make redirected or withdrawn canonical IDs ACTIVE again.
+    Restore(crate::client::ChangeArgs),
+    /// Print the lifecycle events of canonical IDs, oldest first.
+    History(crate::client::ClientArgs),
+    /// Run the queue adapter: SQS documents in, identified documents out.
+    Adapter(crate::adapter::AdapterArgs),
+    /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
+    /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
+    Import(crate::transfer::ImportArgs),
+    /// Export every mapping from one snapshot, in primary-key order.
+    Export(crate::transfer::ExportArgs),
+    /// Client tokens: `idminter token new NAME --scopes S`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `idminter token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token (give it to the client) and its line for the tokens file (the
+    /// server keeps only the token's SHA-256).
+    New {
+        /// The client's name: its principal in logs, metrics and `created_by`.
+        name: String,
+        /// A comma-separated subset of read, mint, admin (each includes the ones before it).
+        #[arg(long)]
+        scopes: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Adopt an existing schema that has no history table: record the migrations its tables
+    /// already match, and refuse if they match none.
+    #[arg(long)]
+    pub baseline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server's gRPC URL; `https://` uses TLS.
+    #[arg(long, env = "IDMINTER_ADDR", default_value = crate::config::DEFAULT_SERVER_URL)]
+    pub addr: String,
+    /// A token to send (health needs none; accepted so that one environment serves every command).
+    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
+    /// system's roots.
+    #[arg(long, env = "IDMINTER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The service to ask about; "" is the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -71,7 +176,7 @@ fn usage_error(e: &anyhow::Error) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: anyhow::Result<ServeConfig>) -> anyhow::Result<ExitCode> {
     let app = Application::build(config?).await?;
-    app.run_until_stopped(startup::shutdown_signal()).await?;
+    app.run_until_stopped(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,5 +274,36 @@ async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
+        let parsed = Cli::try_parse_from([
+            "idminter",
+            "serve",
+            "--database-url",
+            "postgres://x@h/db",
+            "--transaction-pooler",
+            "--migrate",
+        ]);
+        assert_eq!(
+            parsed.unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+    }
+
+    #[test]
+    fn the_default_history_table_is_ours() {
+        let cli = Cli::try_parse_from(["idminter", "check", "--database-url", "postgres://x@h/db"])
+            .unwrap();
+        let Command::Check(db) = cli.command else {
+            panic!("not check")
+        };
+        assert_eq!(db.history_table, "idminter_schema_history");
     }
 }

@@ -32,7 +32,7 @@ type Client = IdMinterClient<InterceptedService<Channel, BearerToken>>;
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// The server's gRPC URL; `https://` uses TLS.
-    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "IDMINTER_ADDR", default_value = crate::config::DEFAULT_SERVER_URL)]
     pub addr: String,
     /// The token to send (`authorization: Bearer TOKEN`) to a server that checks tokens.
     #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
@@ -270,10 +270,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+/// One call, the way every command makes it: `message` sent by `rpc` with the deadline, and each
+/// answer that `answers` takes out of the response turned into a JSON line by `line`.
+///
+/// # Errors
+/// The call's status.
+async fn send<Req, Resp, T>(
+    client: &mut Client,
+    message: Req,
+    timeout: Duration,
+    rpc: impl AsyncFnOnce(&mut Client, tonic::Request<Req>) -> Result<tonic::Response<Resp>, Status>,
+    answers: impl FnOnce(Resp) -> Vec<T>,
+    line: impl FnMut(T) -> serde_json::Value,
+) -> Result<Vec<serde_json::Value>, Status> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
-    request
+    let response = rpc(client, request).await?;
+    Ok(answers(response.into_inner())
+        .into_iter()
+        .map(line)
+        .collect())
 }
 
 async fn mint(
@@ -288,30 +304,15 @@ async fn mint(
             predecessor: e.predecessor.map(Into::into),
         })
         .collect();
-    let response = client
-        .mint_ids(request(pb::MintIdsRequest { items }, timeout))
-        .await?;
-    Ok(response
-        .into_inner()
-        .ids
-        .into_iter()
-        .map(|m| {
-            let outcome = m
-                .outcome()
-                .as_str_name()
-                .trim_start_matches("MINT_OUTCOME_")
-                .to_owned();
-            let status = status_name(m.status());
-            let mut v = printable(m.source_identifier);
-            v["canonical_id"] = json!(m.canonical_id);
-            v["outcome"] = json!(outcome);
-            v["status"] = json!(status);
-            if let Some(target) = m.redirect_target {
-                v["redirect_target"] = json!(target);
-            }
-            v
-        })
-        .collect())
+    send(
+        client,
+        pb::MintIdsRequest { items },
+        timeout,
+        async |c, r| c.mint_ids(r).await,
+        |r| r.ids,
+        printable_minted,
+    )
+    .await
 }
 
 async fn lookup(
@@ -320,29 +321,15 @@ async fn lookup(
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, Status> {
     let source_identifiers = entries.into_iter().map(|e| e.identifier.into()).collect();
-    let response = client
-        .lookup_ids(request(
-            pb::LookupIdsRequest { source_identifiers },
-            timeout,
-        ))
-        .await?;
-    Ok(response
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| {
-            let status = status_name(r.status());
-            let mut v = printable(r.source_identifier);
-            v["canonical_id"] = json!(r.canonical_id);
-            if r.canonical_id.is_some() {
-                v["status"] = json!(status);
-            }
-            if let Some(target) = r.redirect_target {
-                v["redirect_target"] = json!(target);
-            }
-            v
-        })
-        .collect())
+    send(
+        client,
+        pb::LookupIdsRequest { source_identifiers },
+        timeout,
+        async |c, r| c.lookup_ids(r).await,
+        |r| r.results,
+        printable_lookup,
+    )
+    .await
 }
 
 async fn resolve(
@@ -351,18 +338,147 @@ async fn resolve(
     timeout: Duration,
 ) -> Result<Vec<serde_json::Value>, Status> {
     let canonical_ids = ids.iter().map(|s| s.trim().to_owned()).collect();
-    let response = client
-        .resolve_canonical_ids(request(
-            pb::ResolveCanonicalIdsRequest { canonical_ids },
-            timeout,
-        ))
-        .await?;
-    Ok(response
-        .into_inner()
-        .resolutions
-        .into_iter()
-        .map(printable_resolution)
-        .collect())
+    send(
+        client,
+        pb::ResolveCanonicalIdsRequest { canonical_ids },
+        timeout,
+        async |c, r| c.resolve_canonical_ids(r).await,
+        |r| r.resolutions,
+        printable_resolution,
+    )
+    .await
+}
+
+async fn change(
+    client: &mut Client,
+    call: Call,
+    changes: Vec<ChangeLine>,
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, Status> {
+    let resolutions = |r: pb::ChangeCanonicalIdsResponse| r.resolutions;
+    match call {
+        Call::Redirect => {
+            let redirects = changes
+                .into_iter()
+                .map(|c| pb::Redirect {
+                    canonical_id: c.canonical_id,
+                    target_canonical_id: c.target_canonical_id.unwrap_or_default(),
+                    reason: c.reason.unwrap_or_default(),
+                })
+                .collect();
+            send(
+                client,
+                pb::RedirectCanonicalIdsRequest { redirects },
+                timeout,
+                async |c, r| c.redirect_canonical_ids(r).await,
+                resolutions,
+                printable_resolution,
+            )
+            .await
+        }
+        Call::Withdraw => {
+            let withdrawals = changes
+                .into_iter()
+                .map(|c| pb::Withdrawal {
+                    canonical_id: c.canonical_id,
+                    reason: c.reason.unwrap_or_default(),
+                })
+                .collect();
+            send(
+                client,
+                pb::WithdrawCanonicalIdsRequest { withdrawals },
+                timeout,
+                async |c, r| c.withdraw_canonical_ids(r).await,
+                resolutions,
+                printable_resolution,
+            )
+            .await
+        }
+        _ => {
+            let restorations = changes
+                .into_iter()
+                .map(|c| pb::Restoration {
+                    canonical_id: c.canonical_id,
+                    reason: c.reason.unwrap_or_default(),
+                })
+                .collect();
+            send(
+                client,
+                pb::RestoreCanonicalIdsRequest { restorations },
+                timeout,
+                async |c, r| c.restore_canonical_ids(r).await,
+                resolutions,
+                printable_resolution,
+            )
+            .await
+        }
+    }
+}
+
+async fn history(
+    client: &mut Client,
+    ids: &[String],
+    timeout: Duration,
+) -> Result<Vec<serde_json::Value>, Status> {
+    let canonical_ids = ids.iter().map(|s| s.trim().to_owned()).collect();
+    send(
+        client,
+        pb::ListCanonicalIdEventsRequest { canonical_ids },
+        timeout,
+        async |c, r| c.list_canonical_id_events(r).await,
+        |r| r.events,
+        printable_event,
+    )
+    .await
+}
+
+/// A MintedId as a JSON line.
+fn printable_minted(m: pb::MintedId) -> serde_json::Value {
+    let outcome = m
+        .outcome()
+        .as_str_name()
+        .trim_start_matches("MINT_OUTCOME_")
+        .to_owned();
+    let status = status_name(m.status());
+    let mut v = printable(m.source_identifier);
+    v["canonical_id"] = json!(m.canonical_id);
+    v["outcome"] = json!(outcome);
+    v["status"] = json!(status);
+    if let Some(target) = m.redirect_target {
+        v["redirect_target"] = json!(target);
+    }
+    v
+}
+
+/// A LookupResult as a JSON line: the status only where there is an ID.
+fn printable_lookup(r: pb::LookupResult) -> serde_json::Value {
+    let status = status_name(r.status());
+    let mut v = printable(r.source_identifier);
+    v["canonical_id"] = json!(r.canonical_id);
+    if r.canonical_id.is_some() {
+        v["status"] = json!(status);
+    }
+    if let Some(target) = r.redirect_target {
+        v["redirect_target"] = json!(target);
+    }
+    v
+}
+
+/// A lifecycle event as a JSON line.
+fn printable_event(e: pb::CanonicalIdEvent) -> serde_json::Value {
+    let action = e
+        .action()
+        .as_str_name()
+        .trim_start_matches("CANONICAL_ID_ACTION_")
+        .to_lowercase();
+    let mut v = json!({"canonical_id": e.canonical_id, "action": action});
+    if let Some(target) = e.target_canonical_id {
+        v["target_canonical_id"] = json!(target);
+    }
+    v["reason"] = json!(e.reason);
+    v["changed_at"] = json!(rfc3339(e.changed_at));
+    v["changed_by"] = json!(e.changed_by);
+    v
 }
 
 /// `ACTIVE`, `REDIRECTED`, `WITHDRAWN` (`UNSPECIFIED` for no ID).
@@ -404,102 +520,6 @@ fn printable_resolution(r: pb::Resolution) -> serde_json::Value {
         v["changed_by"] = json!(r.changed_by);
     }
     v
-}
-
-async fn change(
-    client: &mut Client,
-    call: Call,
-    changes: Vec<ChangeLine>,
-    timeout: Duration,
-) -> Result<Vec<serde_json::Value>, Status> {
-    let response = match call {
-        Call::Redirect => {
-            let redirects = changes
-                .into_iter()
-                .map(|c| pb::Redirect {
-                    canonical_id: c.canonical_id,
-                    target_canonical_id: c.target_canonical_id.unwrap_or_default(),
-                    reason: c.reason.unwrap_or_default(),
-                })
-                .collect();
-            client
-                .redirect_canonical_ids(request(
-                    pb::RedirectCanonicalIdsRequest { redirects },
-                    timeout,
-                ))
-                .await?
-        }
-        Call::Withdraw => {
-            let withdrawals = changes
-                .into_iter()
-                .map(|c| pb::Withdrawal {
-                    canonical_id: c.canonical_id,
-                    reason: c.reason.unwrap_or_default(),
-                })
-                .collect();
-            client
-                .withdraw_canonical_ids(request(
-                    pb::WithdrawCanonicalIdsRequest { withdrawals },
-                    timeout,
-                ))
-                .await?
-        }
-        _ => {
-            let restorations = changes
-                .into_iter()
-                .map(|c| pb::Restoration {
-                    canonical_id: c.canonical_id,
-                    reason: c.reason.unwrap_or_default(),
-                })
-                .collect();
-            client
-                .restore_canonical_ids(request(
-                    pb::RestoreCanonicalIdsRequest { restorations },
-                    timeout,
-                ))
-                .await?
-        }
-    };
-    Ok(response
-        .into_inner()
-        .resolutions
-        .into_iter()
-        .map(printable_resolution)
-        .collect())
-}
-
-async fn history(
-    client: &mut Client,
-    ids: &[String],
-    timeout: Duration,
-) -> Result<Vec<serde_json::Value>, Status> {
-    let canonical_ids = ids.iter().map(|s| s.trim().to_owned()).collect();
-    let response = client
-        .list_canonical_id_events(request(
-            pb::ListCanonicalIdEventsRequest { canonical_ids },
-            timeout,
-        ))
-        .await?;
-    Ok(response
-        .into_inner()
-        .events
-        .into_iter()
-        .map(|e| {
-            let action = e
-                .action()
-                .as_str_name()
-                .trim_start_matches("CANONICAL_ID_ACTION_")
-                .to_lowercase();
-            let mut v = json!({"canonical_id": e.canonical_id, "action": action});
-            if let Some(target) = e.target_canonical_id {
-                v["target_canonical_id"] = json!(target);
-            }
-            v["reason"] = json!(e.reason);
-            v["changed_at"] = json!(rfc3339(e.changed_at));
-            v["changed_by"] = json!(e.changed_by);
-            v
-        })
-        .collect())
 }
 
 #[cfg(test)]

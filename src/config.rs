@@ -1,92 +1,34 @@
-//! The command line (clap; every flag also reads the environment variable named in its help), and
-//! the plain configuration structs that startup takes, which tests build directly.
+//! The flag groups that more than one command shares or that map onto a plain configuration
+//! (the database, `serve`'s flags, TLS; clap, every flag also read from the environment variable
+//! named in its help), and those plain configuration structs, which startup takes and tests build
+//! directly. The command tree itself is [`crate::cli`]'s: this module knows no command, so that
+//! the modules that take these values (`startup`, `transfer`) do not depend on the ones that run
+//! commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::OntologyAliases;
 use crate::store::PoolSettings;
 use crate::store::migrations::HISTORY_TABLE;
 
-/// idminter: short, stable, opaque canonical IDs for the source identifiers of a data pipeline.
-#[derive(Debug, Parser)]
-#[command(name = "idminter", version, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-    /// Log format: `text` for people, `json` for log pipelines. Levels come from RUST_LOG.
-    #[arg(
-        long,
-        env = "IDMINTER_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    pub log_format: LogFormat,
-    /// Export traces over OTLP/gRPC to this collector (e.g. `http://localhost:4317`), for `serve`
-    /// and `adapter`; the other OTEL_* variables (service name, sampler) apply. Off when unset.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
-    pub otlp_endpoint: Option<String>,
-}
+/// `serve --max-batch`'s default, which is also the adapter's `--mint-max-batch` (the most items
+/// of one MintIds call).
+pub const DEFAULT_MAX_BATCH: u32 = 10_000;
 
+/// Where the client commands and the adapter find the server by default.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:50051";
+
+/// The format of the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the gRPC server.
-    Serve(ServeArgs),
-    /// Apply pending migrations and exit.
-    Migrate(MigrateArgs),
-    /// Run the schema guard once: exit 0 when ready, 1 when not (diagnosis on stderr).
-    Check(DatabaseArgs),
-    /// Ask a server's grpc.health.v1 Check: exit 0 only for SERVING.
-    Health(HealthArgs),
-    /// Mint canonical IDs: `type/ontology/value` arguments, or lines (or JSON lines) on stdin.
-    Mint(crate::client::ClientArgs),
-    /// Look up canonical IDs without minting.
-    Lookup(crate::client::ClientArgs),
-    /// Resolve canonical IDs to their source identifiers.
-    Resolve(crate::client::ClientArgs),
-    /// Redirect canonical IDs to others (merged records): `ID=TARGET` arguments or lines.
-    Redirect(crate::client::ChangeArgs),
-    /// Withdraw canonical IDs (records that went away), leaving a tombstone.
-    Withdraw(crate::client::ChangeArgs),
-    /// Make redirected or withdrawn canonical IDs ACTIVE again.
-    Restore(crate::client::ChangeArgs),
-    /// Print the lifecycle events of canonical IDs, oldest first.
-    History(crate::client::ClientArgs),
-    /// Run the queue adapter: SQS documents in, identified documents out.
-    Adapter(crate::adapter::AdapterArgs),
-    /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
-    /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
-    Import(crate::transfer::ImportArgs),
-    /// Export every mapping from one snapshot, in primary-key order.
-    Export(crate::transfer::ExportArgs),
-    /// Client tokens: `idminter token new NAME --scopes S`.
-    #[command(subcommand)]
-    Token(TokenCommand),
-}
-
-/// `idminter token ...`.
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Print a fresh random token (give it to the client) and its line for the tokens file (the
-    /// server keeps only the token's SHA-256).
-    New {
-        /// The client's name: its principal in logs, metrics and `created_by`.
-        name: String,
-        /// A comma-separated subset of read, mint, admin (each includes the ones before it).
-        #[arg(long)]
-        scopes: String,
-    },
 }
 
 /// Where the database is and which history table records our migrations.
@@ -183,7 +125,7 @@ pub struct ServeArgs {
     )]
     pub ontology_aliases: Vec<String>,
     /// The most entries one call may carry.
-    #[arg(long, env = "IDMINTER_MAX_BATCH", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "IDMINTER_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batch: u32,
     /// The longest a call may run before DEADLINE_EXCEEDED (a caller's shorter deadline wins).
     #[arg(long, env = "IDMINTER_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -223,36 +165,6 @@ pub struct TlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Adopt an existing schema that has no history table: record the migrations its tables
-    /// already match, and refuse if they match none.
-    #[arg(long)]
-    pub baseline: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct HealthArgs {
-    /// The server's gRPC URL; `https://` uses TLS.
-    #[arg(long, env = "IDMINTER_ADDR", default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
-    /// A token to send (health needs none; accepted so that one environment serves every command).
-    #[arg(long, env = "IDMINTER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The CA certificate (PEM) that signed an https:// server's certificate; default: the
-    /// system's roots.
-    #[arg(long, env = "IDMINTER_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// The service to ask about; "" is the whole server.
-    #[arg(long, default_value = "")]
-    pub service: String,
-    /// How long to wait for an answer.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-}
-
 /// Everything `serve` needs, as plain values.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -285,30 +197,38 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for everything but the database, listening on loopback with OS-chosen ports.
+    /// `serve`'s defaults for everything but the database, listening on loopback with OS-chosen
+    /// ports (for tests and embedding). The defaults are those of the flags, read from clap with
+    /// no flag and no environment variable: the `#[arg]` attributes of [`ServeArgs`] are the one
+    /// place they are written.
+    ///
+    /// # Panics
+    /// Never: the flags' defaults are valid (a unit test parses them).
     pub fn local(database: PgConnectOptions) -> Self {
-        Self {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http_addr: None,
-            database,
-            read_database: None,
-            transaction_pooler: false,
-            pool: PoolSettings::default(),
-            id_cache_capacity: crate::store::cache::DEFAULT_CAPACITY,
-            history_table: HISTORY_TABLE.to_owned(),
-            migrate: false,
-            aliases: OntologyAliases::default(),
-            max_batch: 10_000,
-            request_timeout: Duration::from_secs(30),
-            concurrency_limit: 64,
-            max_message_bytes: 16 * 1024 * 1024,
-            db_check_interval: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(30),
-            auth_tokens: None,
-            tls: None,
-            reload_interval: Duration::from_secs(1),
+        let mut config = ServeArgs::defaults()
+            .map_err(anyhow::Error::from)
+            .and_then(|args| Self::from_args(args, database))
+            .expect("the defaults of serve's flags are valid");
+        config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+}
+
+impl ServeArgs {
+    /// The flags as clap gives them when none is given and the environment is ignored (the
+    /// database URL, which has no default, is a placeholder that [`ServeConfig::local`] replaces).
+    fn defaults() -> Result<Self, clap::Error> {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
         }
+        let matches = Serve::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["serve", "--database-url", "postgres://localhost"])?;
+        Serve::from_arg_matches(&matches).map(|serve| serve.args)
     }
 }
 
@@ -316,6 +236,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
     type Error = anyhow::Error;
 
     fn try_from(args: ServeArgs) -> anyhow::Result<Self> {
+        let database = args.database.connect_options()?;
+        Self::from_args(args, database)
+    }
+}
+
+impl ServeConfig {
+    /// The configuration the flags describe, with `database` for the database URL's options.
+    fn from_args(args: ServeArgs, database_options: PgConnectOptions) -> anyhow::Result<Self> {
         // Destructured in full, so that a new flag that is not wired up fails to compile.
         let ServeArgs {
             grpc_addr,
@@ -358,7 +286,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             grpc_addr,
             admin_addr,
             http_addr,
-            database: database.connect_options()?,
+            database: database_options,
             read_database: read_database_url
                 .map(|url| {
                     PgConnectOptions::from_str(&url).map_err(|e| {
@@ -395,6 +323,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_local_configuration_has_the_flags_defaults_on_loopback_ports() {
+        let database = PgConnectOptions::new().database("db");
+        let config = ServeConfig::local(database);
+        assert_eq!(config.grpc_addr, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.admin_addr, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(config.database.get_database(), Some("db"));
+        assert_eq!(config.max_batch, 10_000, "the contract's --max-batch");
+        assert_eq!(config.history_table, "idminter_schema_history");
+        assert_eq!(config.pool.max_connections, 16);
+        assert_eq!(config.pool.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.concurrency_limit, 64);
+        assert_eq!(config.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.db_check_interval, Duration::from_secs(1));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.id_cache_capacity,
+            crate::store::cache::DEFAULT_CAPACITY
+        );
+        assert!(config.http_addr.is_none() && config.read_database.is_none());
+        assert!(!config.migrate && !config.transaction_pooler);
+        assert!(config.auth_tokens.is_none() && config.tls.is_none());
+    }
+
+    #[test]
     fn history_table_names_must_be_plain_identifiers() {
         for ok in ["idminter_schema_history", "public.schema_version", "_x1"] {
             assert!(parse_table_name(ok).is_ok(), "{ok}");
@@ -410,31 +363,5 @@ mod tests {
         ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn migrating_through_a_transaction_pooler_is_a_usage_error() {
-        let parsed = Cli::try_parse_from([
-            "idminter",
-            "serve",
-            "--database-url",
-            "postgres://x@h/db",
-            "--transaction-pooler",
-            "--migrate",
-        ]);
-        assert_eq!(
-            parsed.unwrap_err().kind(),
-            clap::error::ErrorKind::ArgumentConflict
-        );
-    }
-
-    #[test]
-    fn the_default_history_table_is_ours() {
-        let cli = Cli::try_parse_from(["idminter", "check", "--database-url", "postgres://x@h/db"])
-            .unwrap();
-        let Command::Check(db) = cli.command else {
-            panic!("not check")
-        };
-        assert_eq!(db.history_table, "idminter_schema_history");
     }
 }

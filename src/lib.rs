@@ -6,7 +6,10 @@
 //! - [`grpc`]: the tonic service, translating between protobuf and the domain;
 //! - [`transfer`]: `import` and `export`, mappings in and out in bulk;
 //! - [`resolver`]: the public read-only HTTP resolver (`serve --http-addr`);
-//! - [`config`], [`startup`], [`telemetry`]: the command line, wiring and logs.
+//! - [`adapter`]: the SQS queue adapter (`idminter adapter`);
+//! - [`config`]: shared flag groups and the plain configuration startup takes;
+//! - [`startup`], [`shutdown`], [`telemetry`]: wiring the server, the stop signal, logs;
+//! - [`cli`]: the command tree and running each command; the top, which nothing depends on.
 #![forbid(unsafe_code)]
 
 pub mod adapter;
@@ -24,6 +27,7 @@ pub mod pb;
 pub mod readiness;
 pub mod reload;
 pub mod resolver;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -5,5 +5,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    idminter::cli::run(idminter::config::Cli::parse()).await
+    idminter::cli::run(idminter::cli::Cli::parse()).await
 }

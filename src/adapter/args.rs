@@ -37,7 +37,7 @@ pub struct AdapterArgs {
     #[arg(
         long,
         env = "IDMINTER_ADAPTER_MINTER_ADDR",
-        default_value = "http://127.0.0.1:50051"
+        default_value = crate::config::DEFAULT_SERVER_URL
     )]
     pub minter_addr: String,
     /// The token sent to a minter that checks tokens (it needs the `mint` scope).
@@ -68,7 +68,7 @@ pub struct AdapterArgs {
     pub visibility_timeout: Option<Duration>,
     /// The most items one MintIds call carries: the minter's --max-batch. A batch with more
     /// identifiers is split into several calls.
-    #[arg(long, env = "IDMINTER_ADAPTER_MINT_MAX_BATCH", default_value_t = 10_000,
+    #[arg(long, env = "IDMINTER_ADAPTER_MINT_MAX_BATCH", default_value_t = crate::config::DEFAULT_MAX_BATCH,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub mint_max_batch: u32,
     /// How long one MintIds call may take before it counts as the minter being unavailable.
@@ -195,7 +195,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::cli::{Cli, Command};
 
     fn parse(args: &[&str]) -> Result<AdapterArgs, clap::Error> {
         let cli = Cli::try_parse_from(["idminter", "adapter"].iter().chain(args))?;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -38,6 +39,19 @@ pub enum MintError {
 pub struct Credentials<'a> {
     pub token: Option<&'a str>,
     pub tls_ca: Option<&'a std::path::Path>,
+}
+
+/// What the worker needs of the minter: the canonical ID of every identifier of a batch. The
+/// boundary between the worker and the network on the minter's side, as [`crate::adapter::queue::Queue`]
+/// and [`crate::adapter::output::Sink`] are on the queues' side; [`Minter`] is the gRPC
+/// implementation.
+#[async_trait]
+pub trait MintIds: Send + Sync + 'static {
+    /// The canonical ID of every identifier in `mints`.
+    ///
+    /// # Errors
+    /// [`MintError::Rejected`] for the request's fault, [`MintError::Unavailable`] otherwise.
+    async fn mint(&self, mints: &[&Mint]) -> Result<HashMap<SourceKey, String>, MintError>;
 }
 
 /// A MintIds client for one minter.
@@ -82,27 +96,6 @@ impl Minter {
     pub fn with_redirects(mut self, redirects: Redirects) -> Self {
         self.redirects = redirects;
         self
-    }
-
-    /// The canonical ID of every identifier in `mints`.
-    ///
-    /// Items are deduplicated by source identifier (see [`dedupe`]); items without a predecessor
-    /// go first, so that when the request has to be split, a predecessor minted by this batch is
-    /// minted by an earlier call than the identifiers inheriting from it (one level deep; longer
-    /// chains in one batch are rare, and isolating the documents one by one still mints them).
-    ///
-    /// # Errors
-    /// [`MintError::Rejected`] for the request's fault, [`MintError::Unavailable`] otherwise.
-    pub async fn mint<'a>(
-        &self,
-        mints: impl IntoIterator<Item = &'a Mint>,
-    ) -> Result<HashMap<SourceKey, String>, MintError> {
-        let items = dedupe(mints)?;
-        let mut ids = HashMap::with_capacity(items.len());
-        for chunk in items.chunks(self.max_batch) {
-            self.mint_chunk(chunk, &mut ids).await?;
-        }
-        Ok(ids)
     }
 
     async fn mint_chunk(
@@ -162,6 +155,24 @@ impl Minter {
             ids.insert(mint.source.clone(), id.into_string());
         }
         Ok(())
+    }
+}
+
+// === impl MintIds for Minter ===
+
+#[async_trait]
+impl MintIds for Minter {
+    /// Items are deduplicated by source identifier (see [`dedupe`]); items without a predecessor
+    /// go first, so that when the request has to be split, a predecessor minted by this batch is
+    /// minted by an earlier call than the identifiers inheriting from it (one level deep; longer
+    /// chains in one batch are rare, and isolating the documents one by one still mints them).
+    async fn mint(&self, mints: &[&Mint]) -> Result<HashMap<SourceKey, String>, MintError> {
+        let items = dedupe(mints.iter().copied())?;
+        let mut ids = HashMap::with_capacity(items.len());
+        for chunk in items.chunks(self.max_batch) {
+            self.mint_chunk(chunk, &mut ids).await?;
+        }
+        Ok(ids)
     }
 }
 

@@ -5,24 +5,33 @@
 //!
 //! - [`args`]: the flags and the plain config;
 //! - [`document`]: finding and writing identifiers in JSON (pure, no I/O);
-//! - [`minter`]: the MintIds client (deduplication, splitting, error kinds);
-//! - [`queue`], [`output`], [`aws`]: SQS and SNS;
-//! - [`worker`]: the loop, with poison isolation, backoff and visibility extension;
+//! - [`minter`]: the [`minter::MintIds`] boundary and its gRPC client (deduplication, splitting,
+//!   error kinds);
+//! - [`queue`] and [`output`]: the [`queue::Queue`] and [`output::Sink`] boundaries, and the
+//!   output's batching policy; [`sqs`], [`sns`], [`aws`]: their AWS implementations;
+//! - [`worker`]: the loop, with poison isolation, backoff and visibility extension; it sees the
+//!   network only through the three traits, and is tested against in-memory implementations of
+//!   them (`memory`, tests only) as well as, in `tests/adapter`, against moto and a real minter;
 //! - [`monitor`], [`backoff`]: `/healthz` reasons, metrics, retry waits.
 
 pub mod args;
 pub mod aws;
 pub mod backoff;
 pub mod document;
+#[cfg(test)]
+mod memory;
 pub mod minter;
 pub mod monitor;
 pub mod output;
 pub mod queue;
+pub mod sns;
+pub mod sqs;
 pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,8 +44,10 @@ pub use args::{AdapterArgs, AdapterConfig, OutputTarget};
 use crate::admin::{self, AdminState};
 use minter::Minter;
 use monitor::Monitor;
-use output::Output;
-use queue::InputQueue;
+use output::{Output, Sink};
+use queue::Queue;
+use sns::SnsTopic;
+use sqs::{SqsOutput, SqsQueue};
 use worker::Worker;
 
 /// How often the oldest-message age is recomputed, so that it grows while a batch is stuck.
@@ -51,9 +62,7 @@ const ATTEMPT_MARGIN: Duration = Duration::from_secs(10);
 /// Invalid flags, no AWS region, or the admin address cannot be bound.
 pub async fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     let adapter = Adapter::build(AdapterConfig::try_from(args)?).await?;
-    adapter
-        .run_until_stopped(crate::startup::shutdown_signal())
-        .await?;
+    adapter.run_until_stopped(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -139,8 +148,11 @@ impl Adapter {
             }
         });
 
-        let queue = InputQueue::new(aws_sdk_sqs::Client::new(&sdk), config.queue_url.clone());
-        let mut output = Output::new(&config.output, &sdk);
+        let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            config.queue_url.clone(),
+        ));
+        let mut output = Output::new(sink(&config.output, &sdk));
         tasks.spawn(poll_depth(
             queue.clone(),
             monitor.clone(),
@@ -175,7 +187,7 @@ impl Adapter {
         let worker = Worker {
             queue,
             output,
-            minter,
+            minter: Arc::new(minter),
             monitor,
             max_messages: config.max_messages,
             wait: Duration::from_secs(u64::from(config.wait_seconds)),
@@ -193,9 +205,21 @@ impl Adapter {
     }
 }
 
+/// The output `target` names, over AWS.
+fn sink(target: &OutputTarget, sdk: &aws_config::SdkConfig) -> Arc<dyn Sink> {
+    match target {
+        OutputTarget::Queue(url) => {
+            Arc::new(SqsOutput::new(aws_sdk_sqs::Client::new(sdk), url.clone()))
+        }
+        OutputTarget::Topic(arn) => {
+            Arc::new(SnsTopic::new(aws_sdk_sns::Client::new(sdk), arn.clone()))
+        }
+    }
+}
+
 /// Reads the queue's depth every `interval` (the contract asks for at least every 30 s).
 async fn poll_depth(
-    queue: InputQueue,
+    queue: Arc<dyn Queue>,
     monitor: Monitor,
     interval: Duration,
     stop: CancellationToken,

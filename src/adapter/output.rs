@@ -1,5 +1,7 @@
-//! The output the identified documents go to: an SQS queue (SendMessageBatch) or an SNS topic
-//! (PublishBatch). Documents are sent in as few calls as the services allow (10 entries and
+//! Where identified documents go, and how: the [`Sink`] trait is the adapter's I/O boundary on
+//! the output side (one batch call of an SQS queue, [`crate::adapter::sqs::SqsOutput`], or an SNS
+//! topic, [`crate::adapter::sns::SnsTopic`]; an in-memory one in tests), and [`Output`] is the
+//! policy over it. Documents are sent in as few calls as the services allow (10 entries and
 //! 256 KiB per call), and the answer sorts each document into accepted, refused for its own sake
 //! (a sender fault such as a message too large: retrying gives the same answer), or to retry (the
 //! output failed, or is unreachable, throttling, or misconfigured).
@@ -11,13 +13,10 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 
-use aws_sdk_sns::types::PublishBatchRequestEntry;
-use aws_sdk_sqs::error::ProvideErrorMetadata;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use async_trait::async_trait;
 
-use crate::adapter::args::OutputTarget;
-use crate::adapter::aws::describe;
 use crate::adapter::queue::MAX_BATCH_ENTRIES;
 
 /// The most bytes of message bodies one SendMessageBatch or PublishBatch call may carry.
@@ -27,46 +26,75 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// MaximumMessageSize cannot be read.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// The error codes of a call refused as a whole for what it carries (AWS error codes, without
-/// the `AWS.SimpleQueueService.` or `com.amazonaws.sqs#` prefix). Any other error of a whole
-/// call (transport, 5xx, throttling, a queue or topic that does not exist, access denied) means
-/// the output is unavailable: the documents are not at fault, and retrying later may help.
-const SENDER_FAULT_CODES: [&str; 6] = [
-    "InvalidParameterValue",
-    "InvalidParameter",
-    "BatchRequestTooLong",
-    "MessageTooLong",
-    "InvalidMessageContents",
-    "ValidationError",
-];
-
 /// A call that failed as a whole.
 #[derive(Debug, Clone)]
-struct CallError {
+pub struct CallError {
     /// Refused for what it carries: the same call gives the same answer.
-    sender_fault: bool,
+    pub sender_fault: bool,
     /// One line, with the cause chain.
-    reason: String,
+    pub reason: String,
+}
+
+impl CallError {
+    /// A call that could not even be built: not the documents' fault, and not sent.
+    pub fn unsent(reason: String) -> Self {
+        Self {
+            sender_fault: false,
+            reason,
+        }
+    }
+}
+
+/// An entry of a call that the sink did not accept.
+#[derive(Debug, Clone)]
+pub struct SendFailure {
+    /// The entry's position in the documents of the call.
+    pub position: usize,
+    /// Refused for what it carries, rather than for a passing reason.
+    pub sender_fault: bool,
+    pub reason: String,
+}
+
+/// A destination that takes documents in batch calls (SQS SendMessageBatch, SNS PublishBatch).
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The queue URL or topic ARN, for logs and reasons.
+    fn name(&self) -> &str;
+
+    /// The largest document this sink takes, for a sink with a limit of its own to read (an
+    /// SQS queue's MaximumMessageSize); `None` for one that takes [`DEFAULT_MAX_MESSAGE_BYTES`].
+    async fn read_max_message_bytes(&self) -> Option<Result<usize, String>>;
+
+    /// Sends `documents` in one call (the caller keeps to [`MAX_BATCH_ENTRIES`] and
+    /// [`MAX_BATCH_BYTES`]) and returns the entries not accepted, by their position.
+    ///
+    /// # Errors
+    /// The call failed as a whole.
+    async fn send_batch(&self, documents: &[&str]) -> Result<Vec<SendFailure>, CallError>;
+}
+
+/// The failed entries of a batch answer, `(id, sender_fault, code, message)` with the entry ids
+/// being positions, as [`SendFailure`]s. An id that is not a position of ours is ignored.
+pub fn send_failures<'a>(
+    failed: impl Iterator<Item = (&'a str, bool, &'a str, Option<&'a str>)>,
+) -> Vec<SendFailure> {
+    failed
+        .filter_map(|(id, sender_fault, code, message)| {
+            Some(SendFailure {
+                position: id.parse().ok()?,
+                sender_fault,
+                reason: format!("{code}: {}", message.unwrap_or("")),
+            })
+        })
+        .collect()
 }
 
 /// Where identified documents go.
 #[derive(Clone)]
 pub struct Output {
-    target: Target,
+    sink: Arc<dyn Sink>,
     /// The largest document the output takes, in bytes.
     max_message_bytes: usize,
-}
-
-#[derive(Clone)]
-enum Target {
-    Queue {
-        client: aws_sdk_sqs::Client,
-        url: String,
-    },
-    Topic {
-        client: aws_sdk_sns::Client,
-        arn: String,
-    },
 }
 
 /// What became of the documents given to [`Output::publish`], by their index in its input.
@@ -84,29 +112,16 @@ pub struct Published {
 impl Output {
     /// An output that takes documents of up to 256 KiB until [`Output::read_limit`] says
     /// otherwise.
-    pub fn new(target: &OutputTarget, sdk: &aws_config::SdkConfig) -> Self {
-        let target = match target {
-            OutputTarget::Queue(url) => Target::Queue {
-                client: aws_sdk_sqs::Client::new(sdk),
-                url: url.clone(),
-            },
-            OutputTarget::Topic(arn) => Target::Topic {
-                client: aws_sdk_sns::Client::new(sdk),
-                arn: arn.clone(),
-            },
-        };
+    pub fn new(sink: Arc<dyn Sink>) -> Self {
         Self {
-            target,
+            sink,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
     /// The queue URL or topic ARN, for logs.
     pub fn name(&self) -> &str {
-        match &self.target {
-            Target::Queue { url, .. } => url,
-            Target::Topic { arn, .. } => arn,
-        }
+        self.sink.name()
     }
 
     /// The largest document the output takes, in bytes.
@@ -118,31 +133,17 @@ impl Output {
     /// assumed (a smaller limit then shows as calls refused, which are split). A topic takes
     /// 256 KiB.
     pub async fn read_limit(&mut self) {
-        let Target::Queue { client, url } = &self.target else {
+        let Some(limit) = self.sink.read_max_message_bytes().await else {
             return;
         };
-        let read = client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::MaximumMessageSize)
-            .send()
-            .await;
-        let limit = match read {
-            Ok(output) => output
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&QueueAttributeName::MaximumMessageSize))
-                .and_then(|v| v.parse::<usize>().ok())
-                .ok_or_else(|| "no MaximumMessageSize in the answer".to_owned()),
-            Err(e) => Err(describe(&e)),
-        };
+        let output = self.sink.name();
         match limit {
             Ok(limit) => {
-                tracing::info!(output = %url, max_message_bytes = limit, "the output queue's MaximumMessageSize");
+                tracing::info!(%output, max_message_bytes = limit, "the output queue's MaximumMessageSize");
                 self.max_message_bytes = limit;
             }
             Err(reason) => {
-                tracing::warn!(output = %url, %reason, max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES,
+                tracing::warn!(%output, %reason, max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES,
                     "could not read the output queue's MaximumMessageSize: assuming 256 KiB");
             }
         }
@@ -172,14 +173,9 @@ impl Output {
         }
         let chunks = chunk(documents, &sendable);
         deliver(chunks, &mut published, |indexes| async move {
-            match &self.target {
-                Target::Queue { client, url } => {
-                    send_to_queue(client, url, documents, &indexes).await
-                }
-                Target::Topic { client, arn } => {
-                    publish_to_topic(client, arn, documents, &indexes).await
-                }
-            }
+            let call: Vec<&str> = indexes.iter().map(|&i| documents[i]).collect();
+            let failed = self.sink.send_batch(&call).await?;
+            Ok(outcome(&indexes, failed))
         })
         .await;
         published
@@ -243,25 +239,6 @@ where
     }
 }
 
-/// Whether an error of a whole call is the sender's fault, by its AWS error code.
-fn is_sender_fault(code: Option<&str>) -> bool {
-    code.map(|c| c.rsplit(['.', '#']).next().unwrap_or(c))
-        .is_some_and(|c| SENDER_FAULT_CODES.contains(&c))
-}
-
-/// A clean copy of an SDK error for the callers: its kind, and one line with its cause chain.
-fn call_error<E>(what: &str, error: &aws_sdk_sqs::error::SdkError<E>) -> CallError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let sender_fault = matches!(error, aws_sdk_sqs::error::SdkError::ServiceError(_))
-        && is_sender_fault(error.code());
-    CallError {
-        sender_fault,
-        reason: format!("{what}: {}", describe(error)),
-    }
-}
-
 struct Failure {
     sender_fault: bool,
     reason: String,
@@ -293,101 +270,23 @@ fn chunk(documents: &[&str], indexes: &[usize]) -> Vec<Vec<usize>> {
 /// Per index of the chunk: `None` when accepted. Entry ids are positions in the chunk.
 type ChunkOutcome = Vec<(usize, Option<Failure>)>;
 
-fn outcome<'a>(
-    indexes: &[usize],
-    failed: impl Iterator<Item = (&'a str, bool, &'a str, Option<&'a str>)>,
-) -> ChunkOutcome {
+fn outcome(indexes: &[usize], failed: Vec<SendFailure>) -> ChunkOutcome {
     let mut result: ChunkOutcome = indexes.iter().map(|&i| (i, None)).collect();
-    for (id, sender_fault, code, message) in failed {
-        if let Some(slot) = id.parse::<usize>().ok().and_then(|p| result.get_mut(p)) {
+    for failure in failed {
+        if let Some(slot) = result.get_mut(failure.position) {
             slot.1 = Some(Failure {
-                sender_fault,
-                reason: format!("{code}: {}", message.unwrap_or("")),
+                sender_fault: failure.sender_fault,
+                reason: failure.reason,
             });
         }
     }
     result
 }
 
-async fn send_to_queue(
-    client: &aws_sdk_sqs::Client,
-    url: &str,
-    documents: &[&str],
-    indexes: &[usize],
-) -> Result<ChunkOutcome, CallError> {
-    let entries = indexes
-        .iter()
-        .enumerate()
-        .map(|(p, &i)| {
-            SendMessageBatchRequestEntry::builder()
-                .id(p.to_string())
-                .message_body(documents[i])
-                .build()
-                .map_err(|e| CallError {
-                    sender_fault: false,
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let output = client
-        .send_message_batch()
-        .queue_url(url)
-        .set_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| call_error(&format!("send to {url}"), &e))?;
-    let failed = output.failed().iter().map(|f| {
-        (
-            f.id.as_str(),
-            f.sender_fault,
-            f.code.as_str(),
-            f.message.as_deref(),
-        )
-    });
-    Ok(outcome(indexes, failed))
-}
-
-async fn publish_to_topic(
-    client: &aws_sdk_sns::Client,
-    arn: &str,
-    documents: &[&str],
-    indexes: &[usize],
-) -> Result<ChunkOutcome, CallError> {
-    let entries = indexes
-        .iter()
-        .enumerate()
-        .map(|(p, &i)| {
-            PublishBatchRequestEntry::builder()
-                .id(p.to_string())
-                .message(documents[i])
-                .build()
-                .map_err(|e| CallError {
-                    sender_fault: false,
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let output = client
-        .publish_batch()
-        .topic_arn(arn)
-        .set_publish_batch_request_entries(Some(entries))
-        .send()
-        .await
-        .map_err(|e| call_error(&format!("publish to {arn}"), &e))?;
-    let failed = output.failed().iter().map(|f| {
-        (
-            f.id.as_str(),
-            f.sender_fault,
-            f.code.as_str(),
-            f.message.as_deref(),
-        )
-    });
-    Ok(outcome(indexes, failed))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::memory::{Journal, MemorySink};
 
     #[test]
     fn calls_carry_at_most_ten_entries_and_256_kib() {
@@ -498,16 +397,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_document_larger_than_the_output_takes_is_refused_unsent() {
-        // No endpoint answers here: only the refusal, made before any call, can come back.
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(crate::adapter::aws::behavior_version())
-            .region(aws_config::Region::new("eu-west-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build();
-        let output = Output::new(
-            &OutputTarget::Topic("arn:aws:sns:eu-west-1:1:t".to_owned()),
-            &sdk,
-        );
+        let journal = Journal::new();
+        let sink = MemorySink::new(journal.clone());
+        let output = Output::new(Arc::new(sink));
         assert_eq!(output.max_message_bytes(), 256 * 1024);
         let large = "x".repeat(256 * 1024 + 1);
         let published = output.publish(&[large.as_str()]).await;
@@ -518,46 +410,21 @@ mod tests {
         );
         assert!(published.accepted.is_empty() && published.retry.is_empty());
         assert_eq!(published.unavailable, None);
-    }
-
-    #[test]
-    fn only_what_the_call_carries_is_a_sender_fault() {
-        for code in [
-            "InvalidParameterValue",
-            "AWS.SimpleQueueService.BatchRequestTooLong",
-            "com.amazonaws.sqs#BatchRequestTooLong",
-            "MessageTooLong",
-            "InvalidMessageContents",
-            "InvalidParameter",
-        ] {
-            assert!(is_sender_fault(Some(code)), "{code}");
-        }
-        for code in [
-            "AWS.SimpleQueueService.NonExistentQueue",
-            "QueueDoesNotExist",
-            "NotFound",
-            "AccessDenied",
-            "AuthorizationError",
-            "RequestThrottled",
-            "Throttling",
-            "InternalError",
-            "ServiceUnavailable",
-            "KMS.ThrottlingException",
-        ] {
-            assert!(!is_sender_fault(Some(code)), "{code}");
-        }
-        assert!(!is_sender_fault(None), "no code: a transport failure");
+        assert!(journal.events().is_empty(), "nothing was sent");
     }
 
     #[test]
     fn entry_failures_are_mapped_back_to_the_documents() {
         let result = outcome(
             &[4, 7, 9],
-            [
-                ("1", true, "InvalidMessageContents", Some("bad")),
-                ("2", false, "InternalError", None),
-            ]
-            .into_iter(),
+            send_failures(
+                [
+                    ("1", true, "InvalidMessageContents", Some("bad")),
+                    ("2", false, "InternalError", None),
+                    ("x", false, "InternalError", None),
+                ]
+                .into_iter(),
+            ),
         );
         assert!(result[0].1.is_none());
         assert_eq!(result[1].0, 7);

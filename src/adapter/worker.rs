@@ -17,27 +17,29 @@
 //!   on an unavailable dependency, handed back to the queue (visibility 0) for another consumer.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::backoff::Backoff;
 use crate::adapter::document::{Document, Mint, SourceKey};
-use crate::adapter::minter::{MintError, Minter};
+use crate::adapter::minter::{MintError, MintIds};
 use crate::adapter::monitor::{Dependency, MessageResult, Monitor};
 use crate::adapter::output::Output;
-use crate::adapter::queue::{InputQueue, MAX_BATCH_ENTRIES, Received};
+use crate::adapter::queue::{MAX_BATCH_ENTRIES, Queue, Received};
 
 /// Shutdown was requested while the worker waited to retry.
 #[derive(Debug)]
 struct Stopped;
 
-/// The receive-identify-publish-delete loop.
+/// The receive-identify-publish-delete loop. It reaches the network only through its three
+/// boundaries ([`Queue`], the [`Output`]'s sink, [`MintIds`]), so that its rules are tested
+/// against in-memory ones (`adapter::memory`) as well as against SQS and a real minter.
 pub struct Worker {
-    pub queue: InputQueue,
+    pub queue: Arc<dyn Queue>,
     pub output: Output,
-    pub minter: Minter,
+    pub minter: Arc<dyn MintIds>,
     pub monitor: Monitor,
     pub max_messages: u8,
     pub wait: Duration,
@@ -214,7 +216,7 @@ impl Worker {
         }
         let mut backoff = Backoff::new(self.max_backoff);
         loop {
-            match self.minter.mint(mints.iter().copied()).await {
+            match self.minter.mint(mints).await {
                 Ok(ids) => {
                     self.monitor.available(Dependency::Minter);
                     return Ok(Ok(ids));
@@ -389,5 +391,366 @@ async fn pause(backoff: &mut Backoff, stop: &CancellationToken) -> Result<(), St
     tokio::select! {
         () = stop.cancelled() => Err(Stopped),
         () = tokio::time::sleep(delay) => Ok(()),
+    }
+}
+
+/// The worker's rules against the in-memory queue, output and minter, on tokio's paused clock:
+/// backoff waits and visibility timeouts pass at once, in order. `tests/adapter` checks the same
+/// worker against moto and a real minter.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::memory::{Event, Journal, MemoryMinter, MemoryQueue, MemorySink};
+    use serde_json::{Value, json};
+    use tokio::sync::watch;
+
+    /// The worker and its in-memory surroundings.
+    struct Setup {
+        journal: Journal,
+        queue: Arc<MemoryQueue>,
+        sink: Arc<MemorySink>,
+        minter: Arc<MemoryMinter>,
+        health: watch::Receiver<Option<String>>,
+        worker: Worker,
+    }
+
+    fn setup(
+        queue: impl FnOnce(Journal) -> MemoryQueue,
+        sink: impl FnOnce(Journal) -> MemorySink,
+        visibility: Duration,
+    ) -> Setup {
+        let journal = Journal::new();
+        let queue = Arc::new(queue(journal.clone()));
+        let sink = Arc::new(sink(journal.clone()));
+        let minter = Arc::new(MemoryMinter::new(journal.clone()));
+        let (monitor, health) = Monitor::new();
+        let worker = Worker {
+            queue: queue.clone(),
+            output: Output::new(sink.clone()),
+            minter: minter.clone(),
+            monitor,
+            max_messages: 10,
+            wait: Duration::from_secs(20),
+            visibility: Some(visibility),
+            max_backoff: Duration::from_secs(1),
+        };
+        Setup {
+            journal,
+            queue,
+            sink,
+            minter,
+            health,
+            worker,
+        }
+    }
+
+    fn plain() -> Setup {
+        setup(MemoryQueue::new, MemorySink::new, Duration::from_secs(30))
+    }
+
+    impl Setup {
+        /// Runs the worker until `done` holds for the journal.
+        async fn run_until(&self, what: &str, done: impl Fn(&[Event]) -> bool) {
+            let stop = CancellationToken::new();
+            tokio::select! {
+                () = self.worker.run_until_stopped(&stop) => panic!("the worker stopped by itself"),
+                () = self.journal.until(what, done) => {}
+            }
+        }
+    }
+
+    fn work(value: &str) -> Value {
+        json!({
+            "type": "Identifiable",
+            "sourceIdentifier": {
+                "identifierType": {"id": "sierra-system-number"},
+                "ontologyType": "Work",
+                "value": value
+            }
+        })
+    }
+
+    fn work_inheriting(value: &str, predecessor: &str) -> Value {
+        let mut doc = work(value);
+        doc["predecessorIdentifier"] = work(predecessor)["sourceIdentifier"].clone();
+        doc
+    }
+
+    /// The value of the published document's identifier, if `event` is a publication.
+    fn published_value(event: &Event) -> Option<String> {
+        let Event::Published(body) = event else {
+            return None;
+        };
+        let doc: Value = serde_json::from_str(body).expect("published JSON");
+        doc["sourceIdentifier"]["value"].as_str().map(str::to_owned)
+    }
+
+    fn count(events: &[Event], wanted: &Event) -> usize {
+        events.iter().filter(|e| *e == wanted).count()
+    }
+
+    fn deleted(message_id: &str) -> Event {
+        Event::Deleted(message_id.to_owned())
+    }
+
+    fn publications_of(events: &[Event], value: &str) -> usize {
+        events
+            .iter()
+            .filter(|e| published_value(e).as_deref() == Some(value))
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_is_deleted_only_after_its_identified_document_was_published() {
+        // Arrange: the output fails its first three calls.
+        let s = plain();
+        s.sink.fail_calls(3);
+        let messages: Vec<(String, &str)> = ["a", "b", "c"]
+            .into_iter()
+            .map(|v| (s.queue.send(&work(v).to_string()), v))
+            .collect();
+        let stop = CancellationToken::new();
+        let run = s.worker.run_until_stopped(&stop);
+        tokio::pin!(run);
+
+        // Act 1: the output is down.
+        let mut health = s.health.clone();
+        tokio::select! {
+            () = &mut run => panic!("the worker stopped by itself"),
+            said = health.wait_for(|h| h.as_deref().is_some_and(|h| h.contains("output unavailable"))) => {
+                said.expect("the monitor is alive");
+            }
+        }
+        // Assert 1
+        let events = s.journal.events();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Deleted(_))),
+            "nothing is deleted while the output is down: {events:#?}"
+        );
+
+        // Act 2: the output is back.
+        tokio::select! {
+            () = &mut run => panic!("the worker stopped by itself"),
+            () = s.journal.until("every message deleted", |events| {
+                messages.iter().all(|(id, _)| events.contains(&deleted(id)))
+            }) => {}
+        }
+
+        // Assert 2
+        let events = s.journal.events();
+        for (id, value) in &messages {
+            let published_at = events
+                .iter()
+                .position(|e| published_value(e).as_deref() == Some(*value))
+                .expect("published");
+            let deleted_at = events.iter().position(|e| *e == deleted(id));
+            assert!(
+                deleted_at > Some(published_at),
+                "{value}: deleted before it was published: {events:#?}"
+            );
+            assert_eq!(
+                publications_of(&events, value),
+                1,
+                "{value}: published once"
+            );
+        }
+        for event in &events {
+            if let Event::Published(body) = event {
+                let doc: Value = serde_json::from_str(body).expect("JSON");
+                assert_eq!(doc["type"], "Identified", "{body}");
+                assert!(doc["canonicalId"].is_string(), "{body}");
+            }
+        }
+        assert_eq!(*s.health.borrow(), None, "healthy again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn documents_that_cannot_be_identified_go_to_the_dead_letter_queue_and_their_batch_mates_pass()
+     {
+        // Arrange: the minter rejects the batch for the document naming a predecessor never minted.
+        let s = setup(
+            |journal| MemoryQueue::new(journal).with_max_receive_count(3),
+            MemorySink::new,
+            Duration::from_secs(2),
+        );
+        let not_json = s.queue.send("{not json");
+        let orphan = s
+            .queue
+            .send(&work_inheriting("orphan", "never-minted").to_string());
+        let good = s.queue.send(&work("good").to_string());
+
+        // Act
+        s.run_until(
+            "both poison messages dead-lettered, the good one deleted",
+            |events| {
+                events.contains(&deleted(&good))
+                    && events.contains(&Event::DeadLettered(not_json.clone()))
+                    && events.contains(&Event::DeadLettered(orphan.clone()))
+            },
+        )
+        .await;
+
+        // Assert
+        let events = s.journal.events();
+        for poison in [&not_json, &orphan] {
+            let receives: Vec<u32> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Received {
+                        message_id,
+                        receive_count,
+                    } if message_id == poison => Some(*receive_count),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                receives,
+                [1, 2, 3],
+                "{poison}: received maxReceiveCount times"
+            );
+            assert_eq!(
+                count(&events, &deleted(poison)),
+                0,
+                "{poison} is never deleted"
+            );
+        }
+        assert_eq!(publications_of(&events, "orphan"), 0);
+        assert_eq!(publications_of(&events, "good"), 1);
+        let calls: Vec<&Vec<String>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::MintCall(values) => Some(values),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            calls[..3],
+            [
+                &vec!["orphan".to_owned(), "good".to_owned()],
+                &vec!["good".to_owned()],
+                &vec!["orphan".to_owned()]
+            ],
+            "one call for the batch; once rejected, one per document, predecessors last"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_batch_in_work_stays_invisible_while_the_minter_is_unavailable() {
+        // Arrange: retries outlast the 2 s visibility timeout several times over.
+        let s = setup(MemoryQueue::new, MemorySink::new, Duration::from_secs(2));
+        s.minter.fail_calls(10);
+        let id = s.queue.send(&work("a").to_string());
+
+        // Act
+        s.run_until("the message deleted", |events| {
+            events.contains(&deleted(&id))
+        })
+        .await;
+
+        // Assert
+        let events = s.journal.events();
+        let extended = Event::Visibility {
+            message_id: id.clone(),
+            visibility: Duration::from_secs(2),
+        };
+        assert!(count(&events, &extended) >= 2, "{events:#?}");
+        let receives = events
+            .iter()
+            .filter(|e| matches!(e, Event::Received { .. }))
+            .count();
+        assert_eq!(receives, 1, "never received twice: {events:#?}");
+        assert_eq!(publications_of(&events, "a"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_shutdown_a_batch_waiting_for_the_minter_is_handed_back_to_the_queue() {
+        // Arrange
+        let s = plain();
+        s.minter.fail_calls(usize::MAX);
+        let ids = [
+            s.queue.send(&work("a").to_string()),
+            s.queue.send(&work("b").to_string()),
+        ];
+        let stop = CancellationToken::new();
+        let mut health = s.health.clone();
+
+        // Act: stop once the worker says the minter is unavailable.
+        let ((), said) = tokio::join!(s.worker.run_until_stopped(&stop), async {
+            let said = health
+                .wait_for(|h| {
+                    h.as_deref()
+                        .is_some_and(|h| h.contains("minter unavailable"))
+                })
+                .await
+                .map(|h| h.clone());
+            stop.cancel();
+            said
+        });
+
+        // Assert
+        assert!(said.is_ok());
+        let events = s.journal.events();
+        for id in &ids {
+            let handed_back = Event::Visibility {
+                message_id: id.clone(),
+                visibility: Duration::ZERO,
+            };
+            assert_eq!(count(&events, &handed_back), 1, "{id}: {events:#?}");
+            assert_eq!(count(&events, &deleted(id)), 0);
+        }
+        assert!(!events.iter().any(|e| matches!(e, Event::Published(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_is_published_once_while_the_queue_refuses_to_delete_it() {
+        // Arrange
+        let s = plain();
+        s.queue.fail_deletes(3);
+        let id = s.queue.send(&work("a").to_string());
+
+        // Act
+        s.run_until("the message deleted", |events| {
+            events.contains(&deleted(&id))
+        })
+        .await;
+
+        // Assert
+        assert_eq!(publications_of(&s.journal.events(), "a"), 1);
+        assert_eq!(*s.health.borrow(), None, "healthy again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_document_the_output_refuses_does_not_hold_back_its_batch_mates() {
+        // Arrange: the output refuses any call carrying a document over 1000 bytes, as a whole.
+        let s = setup(
+            |journal| MemoryQueue::new(journal).with_max_receive_count(2),
+            |journal| MemorySink::new(journal).refusing_documents_over(1000),
+            Duration::from_secs(30),
+        );
+        let mut large = work("large");
+        large["padding"] = json!("x".repeat(2000));
+        let mut small = Vec::new();
+        for value in ["s1", "s2", "s3"] {
+            small.push(s.queue.send(&work(value).to_string()));
+        }
+        let large_id = s.queue.send(&large.to_string());
+        small.push(s.queue.send(&work("s4").to_string()));
+
+        // Act
+        s.run_until(
+            "the small ones deleted, the large one dead-lettered",
+            |events| {
+                small.iter().all(|id| events.contains(&deleted(id)))
+                    && events.contains(&Event::DeadLettered(large_id.clone()))
+            },
+        )
+        .await;
+
+        // Assert
+        let events = s.journal.events();
+        assert_eq!(publications_of(&events, "large"), 0);
+        for value in ["s1", "s2", "s3", "s4"] {
+            assert_eq!(publications_of(&events, value), 1, "{value}");
+        }
     }
 }

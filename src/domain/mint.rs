@@ -48,22 +48,60 @@ pub struct Minted {
     pub outcome: MintOutcome,
 }
 
+/// A distinct identifier of a plan: its index among the batch's identifiers, each counted once.
+/// Only the plan makes them, so that one cannot be mistaken for a request position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Slot(usize);
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A position in the request: the index of an item of the MintIds call (as in `items[3]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position(pub usize);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a distinct identifier's predecessor is looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Predecessor {
+    /// It is an identifier of the batch too.
+    Item(Slot),
+    /// It is not: the entry of `extra` at this index.
+    Extra(usize),
+}
+
+/// A new identifier inheriting from a root of the same request, which gets a fresh ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inheritance {
+    pub heir: Slot,
+    pub root: Slot,
+}
+
 /// A deduplicated batch: each distinct identifier once, in order of first appearance.
 ///
 /// Built without copying an identifier: the deduplication maps borrow the request's items, and the
-/// identifiers are then moved out of them. Everything after refers to an identifier by its index.
+/// identifiers are then moved out of them. Everything after refers to an identifier by its
+/// [`Slot`].
 #[derive(Debug)]
 pub struct MintPlan {
+    /// By slot.
     identifiers: Vec<SourceIdentifier>,
     /// Predecessors that are not items themselves, each once, in order of first appearance.
     extra: Vec<SourceIdentifier>,
-    /// For each distinct identifier, the look-up index of its predecessor: below
-    /// `identifiers.len()` an identifier of the batch, from there on an entry of `extra`.
-    predecessors: Vec<Option<usize>>,
-    /// For each request entry, the index of its identifier in `identifiers`.
-    positions: Vec<usize>,
-    /// For each distinct identifier, its first request position (to name it in errors).
-    first_position: Vec<usize>,
+    /// By slot: where its predecessor is looked up.
+    predecessors: Vec<Option<Predecessor>>,
+    /// By request position: the slot of its identifier.
+    slots: Vec<Slot>,
+    /// By slot: its first request position (to name it in errors).
+    first_position: Vec<Position>,
 }
 
 impl MintPlan {
@@ -74,62 +112,62 @@ impl MintPlan {
     /// An identifier repeated with two different predecessors: there is no one answer for it.
     pub fn new(items: Vec<MintItem>) -> Result<Self, Violations> {
         let mut violations = Violations::default();
-        let mut positions = Vec::with_capacity(items.len());
-        let mut first_position: Vec<usize> = Vec::with_capacity(items.len());
-        // For each distinct identifier, the position of the item whose predecessor it takes.
+        let mut slots = Vec::with_capacity(items.len());
+        let mut first_position: Vec<Position> = Vec::with_capacity(items.len());
+        // By slot: the position of the item whose predecessor it takes.
         let mut predecessor_at: Vec<Option<usize>> = Vec::with_capacity(items.len());
-        let mut index: HashMap<&SourceIdentifier, usize> = HashMap::with_capacity(items.len());
+        let mut index: HashMap<&SourceIdentifier, Slot> = HashMap::with_capacity(items.len());
         for (position, item) in items.iter().enumerate() {
-            let i = *index.entry(&item.source_identifier).or_insert_with(|| {
-                first_position.push(position);
+            let slot = *index.entry(&item.source_identifier).or_insert_with(|| {
+                first_position.push(Position(position));
                 predecessor_at.push(None);
-                first_position.len() - 1
+                Slot(first_position.len() - 1)
             });
             if let Some(p) = &item.predecessor {
-                match predecessor_at[i].and_then(|at| items[at].predecessor.as_ref()) {
-                    None => predecessor_at[i] = Some(position),
+                match predecessor_at[slot.0].and_then(|at| items[at].predecessor.as_ref()) {
+                    None => predecessor_at[slot.0] = Some(position),
                     Some(existing) if existing == p => {}
                     Some(_) => violations.push(
                         format!("items[{position}].predecessor"),
                         format!(
                             "differs from the predecessor named for the same identifier at items[{}]",
-                            first_position[i]
+                            first_position[slot.0]
                         ),
                     ),
                 }
             }
-            positions.push(i);
+            slots.push(slot);
         }
 
-        // Predecessors by look-up index: an identifier of the batch, or a new entry of `extra`.
-        let n = first_position.len();
+        // Predecessors: an identifier of the batch, or a new entry of `extra`.
         let mut extra_index: HashMap<&SourceIdentifier, usize> = HashMap::new();
         // For each request position, the `extra` entry its predecessor fills, if any.
         let mut extra_from: Vec<Option<usize>> = vec![None; items.len()];
-        let predecessors: Vec<Option<usize>> = predecessor_at
+        let predecessors: Vec<Option<Predecessor>> = predecessor_at
             .iter()
             .map(|at| {
                 let at = (*at)?;
                 let p = items[at].predecessor.as_ref()?;
                 Some(match index.get(p) {
-                    Some(&j) => j,
+                    Some(&slot) => Predecessor::Item(slot),
                     None => {
                         let k = extra_index.len();
                         let k = *extra_index.entry(p).or_insert_with(|| {
                             extra_from[at] = Some(k);
                             k
                         });
-                        n + k
+                        Predecessor::Extra(k)
                     }
                 })
             })
             .collect();
+        let n = first_position.len();
         let extra_len = extra_index.len();
         drop((index, extra_index));
 
         let mut is_first = vec![false; items.len()];
-        for &p in &first_position {
-            is_first[p] = true;
+        for p in &first_position {
+            is_first[p.0] = true;
         }
         let mut identifiers = Vec::with_capacity(n);
         let mut extra: Vec<Option<SourceIdentifier>> = vec![None; extra_len];
@@ -146,7 +184,7 @@ impl MintPlan {
             // Every slot was filled from the item that first named it.
             extra: extra.into_iter().flatten().collect(),
             predecessors,
-            positions,
+            slots,
             first_position,
         };
         violations.into_result(plan)
@@ -159,13 +197,11 @@ impl MintPlan {
         self.identifiers.iter().chain(self.extra.iter())
     }
 
-    /// The identifier at look-up index `j`.
-    fn looked_up(&self, j: usize) -> &SourceIdentifier {
-        let n = self.identifiers.len();
-        if j < n {
-            &self.identifiers[j]
-        } else {
-            &self.extra[j - n]
+    /// The identifier a predecessor names.
+    fn predecessor(&self, p: Predecessor) -> &SourceIdentifier {
+        match p {
+            Predecessor::Item(slot) => &self.identifiers[slot.0],
+            Predecessor::Extra(k) => &self.extra[k],
         }
     }
 
@@ -198,45 +234,49 @@ impl MintPlan {
             if answers[i].is_some() {
                 continue;
             }
+            let heir = Slot(i);
             let Some(predecessor) = self.predecessors[i] else {
-                roots.push(i);
+                roots.push(heir);
                 continue;
             };
             let mut path = Vec::new();
             let mut current = predecessor;
             let end = loop {
-                if current >= n {
-                    break known_extra[current - n]
-                        .clone()
-                        .map_or(ChainEnd::Unminted, ChainEnd::Known);
-                }
-                if let Some((id, _)) = &answers[current] {
+                let slot = match current {
+                    Predecessor::Extra(k) => {
+                        break known_extra[k]
+                            .clone()
+                            .map_or(ChainEnd::Unminted, ChainEnd::Known);
+                    }
+                    Predecessor::Item(slot) => slot,
+                };
+                if let Some((id, _)) = &answers[slot.0] {
                     break ChainEnd::Known(id.clone());
                 }
-                if let Some(end) = &ends[current] {
+                if let Some(end) = &ends[slot.0] {
                     break end.clone();
                 }
-                match self.predecessors[current] {
-                    None => break ChainEnd::Root(current),
-                    Some(_) if on_path[current] => break ChainEnd::Unminted, // a cycle
+                match self.predecessors[slot.0] {
+                    None => break ChainEnd::Root(slot),
+                    Some(_) if on_path[slot.0] => break ChainEnd::Unminted, // a cycle
                     Some(next) => {
-                        on_path[current] = true;
-                        path.push(current);
+                        on_path[slot.0] = true;
+                        path.push(slot);
                         current = next;
                     }
                 }
             };
-            for &j in &path {
-                on_path[j] = false;
-                ends[j] = Some(end.clone());
+            for slot in &path {
+                on_path[slot.0] = false;
+                ends[slot.0] = Some(end.clone());
             }
             match end {
-                ChainEnd::Known(id) => inherit_known.push((i, id)),
-                ChainEnd::Root(root) => inherit_new.push((i, root)),
+                ChainEnd::Known(id) => inherit_known.push((heir, id)),
+                ChainEnd::Root(root) => inherit_new.push(Inheritance { heir, root }),
                 ChainEnd::Unminted => unminted.push(UnmintedPredecessor {
                     position: self.first_position[i],
                     identifier: self.identifiers[i].clone(),
-                    predecessor: self.looked_up(predecessor).clone(),
+                    predecessor: self.predecessor(predecessor).clone(),
                 }),
             }
         }
@@ -246,7 +286,7 @@ impl MintPlan {
         answers.shrink_to_fit();
         Ok(Pending {
             identifiers: self.identifiers,
-            positions: self.positions,
+            slots: self.slots,
             answers,
             roots,
             inherit_known,
@@ -261,7 +301,7 @@ enum ChainEnd {
     /// At an identifier that has this canonical ID.
     Known(CanonicalId),
     /// At a new identifier of this request without a predecessor, which gets a fresh ID.
-    Root(usize),
+    Root(Slot),
     /// Outside the request at an identifier never minted, or in a cycle.
     Unminted,
 }
@@ -270,7 +310,7 @@ enum ChainEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnmintedPredecessor {
     /// The request position of the (first) item naming it.
-    pub position: usize,
+    pub position: Position,
     pub identifier: SourceIdentifier,
     pub predecessor: SourceIdentifier,
 }
@@ -306,12 +346,15 @@ impl std::error::Error for PlanError {}
 /// the response.
 #[derive(Debug)]
 pub struct Pending {
+    /// By slot.
     identifiers: Vec<SourceIdentifier>,
-    positions: Vec<usize>,
+    /// By request position: the slot of its identifier.
+    slots: Vec<Slot>,
+    /// By slot.
     answers: Vec<Option<(CanonicalId, MintOutcome)>>,
-    roots: Vec<usize>,
-    inherit_known: Vec<(usize, CanonicalId)>,
-    inherit_new: Vec<(usize, usize)>,
+    roots: Vec<Slot>,
+    inherit_known: Vec<(Slot, CanonicalId)>,
+    inherit_new: Vec<Inheritance>,
 }
 
 impl Pending {
@@ -320,52 +363,52 @@ impl Pending {
         self.roots.is_empty() && self.inherit_known.is_empty() && self.inherit_new.is_empty()
     }
 
-    /// The distinct identifier at index `i`.
-    pub fn identifier(&self, i: usize) -> &SourceIdentifier {
-        &self.identifiers[i]
+    /// The distinct identifier in `slot`.
+    pub fn identifier(&self, slot: Slot) -> &SourceIdentifier {
+        &self.identifiers[slot.0]
     }
 
     /// New identifiers that need a freshly minted ID.
-    pub fn roots(&self) -> &[usize] {
+    pub fn roots(&self) -> &[Slot] {
         &self.roots
     }
 
     /// New identifiers inheriting from a predecessor that was already minted, with its ID.
-    pub fn inherit_known(&self) -> &[(usize, CanonicalId)] {
+    pub fn inherit_known(&self) -> &[(Slot, CanonicalId)] {
         &self.inherit_known
     }
 
-    /// New identifiers inheriting from a root of this request: (identifier, root).
-    pub fn inherit_new(&self) -> &[(usize, usize)] {
+    /// New identifiers inheriting from a root of this request.
+    pub fn inherit_new(&self) -> &[Inheritance] {
         &self.inherit_new
     }
 
-    /// The settled canonical ID of identifier `i`, if any yet.
-    pub fn answer(&self, i: usize) -> Option<&CanonicalId> {
-        self.answers[i].as_ref().map(|(id, _)| id)
+    /// The settled canonical ID of the identifier in `slot`, if any yet.
+    pub fn answer(&self, slot: Slot) -> Option<&CanonicalId> {
+        self.answers[slot.0].as_ref().map(|(id, _)| id)
     }
 
-    /// Records how identifier `i` came by its canonical ID.
-    pub fn settle(&mut self, i: usize, id: CanonicalId, outcome: MintOutcome) {
-        self.answers[i] = Some((id, outcome));
+    /// Records how the identifier in `slot` came by its canonical ID.
+    pub fn settle(&mut self, slot: Slot, id: CanonicalId, outcome: MintOutcome) {
+        self.answers[slot.0] = Some((id, outcome));
     }
 
-    /// The response in request order, or the index of an identifier left unsettled (a bug).
+    /// The response in request order, or the slot of an identifier left unsettled (a bug).
     /// Each identifier and ID is moved into the entry that names it last and copied only into
     /// earlier repeats.
     ///
     /// # Errors
-    /// The index of the first identifier that was never settled.
-    pub fn into_answers(mut self) -> Result<Vec<Minted>, usize> {
+    /// The slot of the first identifier that was never settled.
+    pub fn into_answers(mut self) -> Result<Vec<Minted>, Slot> {
         if let Some(i) = self.answers.iter().position(Option::is_none) {
-            return Err(i);
+            return Err(Slot(i));
         }
         let mut last_use = vec![0; self.identifiers.len()];
-        for (position, &i) in self.positions.iter().enumerate() {
+        for (position, &Slot(i)) in self.slots.iter().enumerate() {
             last_use[i] = position;
         }
-        let mut minted = Vec::with_capacity(self.positions.len());
-        for (position, &i) in self.positions.iter().enumerate() {
+        let mut minted = Vec::with_capacity(self.slots.len());
+        for (position, &Slot(i)) in self.slots.iter().enumerate() {
             let answer = if last_use[i] == position {
                 self.answers[i].take()
             } else {
@@ -373,7 +416,7 @@ impl Pending {
             };
             // Settled, as checked above, and taken only at its last use.
             let Some((canonical_id, outcome)) = answer else {
-                return Err(i);
+                return Err(Slot(i));
             };
             let source_identifier = if last_use[i] == position {
                 std::mem::replace(&mut self.identifiers[i], SourceIdentifier::empty())
@@ -428,7 +471,11 @@ mod tests {
         let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
         assert_eq!(look_up(&plan), vec![id("a"), id("b")]);
         let pending = resolve(plan, &HashMap::new()).unwrap();
-        assert_eq!(pending.roots(), &[0, 1], "one fresh ID each for a and b");
+        assert_eq!(
+            pending.roots(),
+            &[Slot(0), Slot(1)],
+            "one fresh ID each for a and b"
+        );
     }
 
     #[test]
@@ -436,7 +483,7 @@ mod tests {
         let plan = MintPlan::new(vec![item("a", None), item("a", Some("p"))]).unwrap();
         let known = HashMap::from([(id("p"), cid("pppppppp"))]);
         let pending = resolve(plan, &known).unwrap();
-        assert_eq!(pending.inherit_known(), &[(0, cid("pppppppp"))]);
+        assert_eq!(pending.inherit_known(), &[(Slot(0), cid("pppppppp"))]);
     }
 
     #[test]
@@ -478,8 +525,12 @@ mod tests {
         ])
         .unwrap();
         let pending = resolve(plan, &HashMap::new()).unwrap();
-        assert_eq!(pending.roots(), &[2]);
-        assert_eq!(pending.inherit_new(), &[(0, 2), (1, 2)]);
+        assert_eq!(pending.roots(), &[Slot(2)]);
+        let heirs = |heir| Inheritance {
+            heir: Slot(heir),
+            root: Slot(2),
+        };
+        assert_eq!(pending.inherit_new(), &[heirs(0), heirs(1)]);
     }
 
     #[test]
@@ -489,7 +540,7 @@ mod tests {
         let pending = resolve(plan, &known).unwrap();
         assert_eq!(
             pending.inherit_known(),
-            &[(0, cid("kkkkkkkk")), (1, cid("kkkkkkkk"))]
+            &[(Slot(0), cid("kkkkkkkk")), (Slot(1), cid("kkkkkkkk"))]
         );
     }
 
@@ -505,7 +556,10 @@ mod tests {
         .unwrap();
         let err = resolve(plan, &HashMap::new()).unwrap_err();
         let positions: Vec<_> = err.0.iter().map(|u| u.position).collect();
-        assert_eq!(positions, [1, 2, 3, 4]);
+        assert_eq!(
+            positions,
+            [Position(1), Position(2), Position(3), Position(4)]
+        );
         assert!(
             err.to_string().starts_with(
                 "predecessor not minted: items[1] (t/Work/a) names predecessor t/Work/nowhere"
@@ -531,8 +585,8 @@ mod tests {
     fn answers_come_back_in_request_order_with_repeats() {
         let plan = MintPlan::new(vec![item("a", None), item("b", None), item("a", None)]).unwrap();
         let mut pending = resolve(plan, &HashMap::new()).unwrap();
-        pending.settle(0, cid("aaaaaaaa"), MintOutcome::Minted);
-        pending.settle(1, cid("bbbbbbbb"), MintOutcome::Minted);
+        pending.settle(Slot(0), cid("aaaaaaaa"), MintOutcome::Minted);
+        pending.settle(Slot(1), cid("bbbbbbbb"), MintOutcome::Minted);
         let answers = pending.into_answers().unwrap();
         let ids: Vec<_> = answers.iter().map(|m| m.canonical_id.as_str()).collect();
         assert_eq!(ids, ["aaaaaaaa", "bbbbbbbb", "aaaaaaaa"]);
@@ -542,6 +596,6 @@ mod tests {
     fn an_unsettled_identifier_is_reported_not_invented() {
         let plan = MintPlan::new(vec![item("a", None)]).unwrap();
         let pending = resolve(plan, &HashMap::new()).unwrap();
-        assert_eq!(pending.into_answers().unwrap_err(), 0);
+        assert_eq!(pending.into_answers().unwrap_err(), Slot(0));
     }
 }

@@ -15,7 +15,10 @@ pub use lifecycle::{
     Action, Change, Event, IdState, KnownStates, Ledger, MAX_REASON_BYTES, Reason, Refused,
     StateRecord,
 };
-pub use mint::{MintItem, MintOutcome, MintPlan, Minted, Pending, PlanError, UnmintedPredecessor};
+pub use mint::{
+    Inheritance, MintItem, MintOutcome, MintPlan, Minted, Pending, PlanError, Position, Slot,
+    UnmintedPredecessor,
+};
 pub use ontology::OntologyAliases;
 pub use source_identifier::SourceIdentifier;
 pub use violations::{Violation, Violations};

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use super::cache::IdCache;
 use super::pooler::Statements;
 use super::queries::{self, NewRow};
-use crate::domain::{CanonicalId, MintOutcome, MintPlan, Minted, Pending};
+use crate::domain::{CanonicalId, Inheritance, MintOutcome, MintPlan, Minted, Pending, Slot};
 use crate::error::Error;
 
 /// How often a root may draw an ID that is already taken before we call it a bug. With 6.3 x 10^11
@@ -52,15 +52,40 @@ pub(super) async fn mint(
         insert_new_inheritors(&mut tx, statements, &mut pending, created_by).await?;
         tx.commit().await?;
     }
-    pending.into_answers().map_err(|i| {
+    pending.into_answers().map_err(|slot| {
         Error::Internal(anyhow::anyhow!(
-            "mint left identifier {i} of the batch unanswered"
+            "mint left identifier {slot} of the batch unanswered"
         ))
     })
 }
 
-/// One planned row: the identifier's index in the plan, its ID, and whether it is minted.
-type Planned = (usize, CanonicalId, bool);
+/// One planned row.
+struct Planned {
+    /// The identifier's slot in the plan.
+    slot: Slot,
+    id: CanonicalId,
+    /// Minted here (a root), rather than inherited.
+    minted: bool,
+}
+
+impl Planned {
+    /// A root's row, with a freshly drawn ID.
+    fn root(slot: Slot) -> Self {
+        Self {
+            slot,
+            id: fresh_id(),
+            minted: true,
+        }
+    }
+
+    fn inheriting(slot: Slot, id: CanonicalId) -> Self {
+        Self {
+            slot,
+            id,
+            minted: false,
+        }
+    }
+}
 
 async fn insert_roots_and_known_inheritors(
     tx: &mut sqlx::PgConnection,
@@ -71,12 +96,12 @@ async fn insert_roots_and_known_inheritors(
     let mut rows: Vec<Planned> = pending
         .roots()
         .iter()
-        .map(|&i| (i, fresh_id(), true))
+        .map(|&slot| Planned::root(slot))
         .chain(
             pending
                 .inherit_known()
                 .iter()
-                .map(|(i, id)| (*i, id.clone(), false)),
+                .map(|(slot, id)| Planned::inheriting(*slot, id.clone())),
         )
         .collect();
     for _ in 0..MAX_ID_DRAWS {
@@ -84,13 +109,13 @@ async fn insert_roots_and_known_inheritors(
         if not_found.is_empty() {
             return Ok(());
         }
-        if let Some((i, _, _)) = not_found.iter().find(|(_, _, minted)| !minted) {
-            return Err(vanished(pending, *i));
+        if let Some(row) = not_found.iter().find(|row| !row.minted) {
+            return Err(vanished(pending, row.slot));
         }
         // Only drawn IDs that were already taken remain: draw again.
         rows = not_found
             .into_iter()
-            .map(|(i, _, _)| (i, fresh_id(), true))
+            .map(|row| Planned::root(row.slot))
             .collect();
     }
     Err(Error::Internal(anyhow::anyhow!(
@@ -107,19 +132,19 @@ async fn insert_new_inheritors(
     let rows = pending
         .inherit_new()
         .iter()
-        .map(|&(i, root)| {
+        .map(|&Inheritance { heir, root }| {
             let id = pending.answer(root).cloned().ok_or_else(|| {
                 Error::Internal(anyhow::anyhow!(
                     "root {root} unsettled before its inheritors"
                 ))
             })?;
-            Ok((i, id, false))
+            Ok(Planned::inheriting(heir, id))
         })
         .collect::<Result<Vec<Planned>, Error>>()?;
     let not_found = insert_and_settle(tx, statements, pending, rows, created_by).await?;
     match not_found.first() {
         None => Ok(()),
-        Some((i, _, _)) => Err(vanished(pending, *i)),
+        Some(row) => Err(vanished(pending, row.slot)),
     }
 }
 
@@ -137,10 +162,10 @@ async fn insert_and_settle(
     }
     let new_rows: Vec<NewRow<'_>> = rows
         .iter()
-        .map(|(i, id, minted)| NewRow {
-            identifier: pending.identifier(*i),
-            canonical_id: id,
-            minted: *minted,
+        .map(|row| NewRow {
+            identifier: pending.identifier(row.slot),
+            canonical_id: &row.id,
+            minted: row.minted,
         })
         .collect();
     let was_inserted = queries::insert(statements.on(&mut *tx), &new_rows, created_by).await?;
@@ -148,12 +173,12 @@ async fn insert_and_settle(
     let mut skipped = Vec::new();
     for (row, inserted) in rows.into_iter().zip(was_inserted) {
         if inserted {
-            let outcome = if row.2 {
+            let outcome = if row.minted {
                 MintOutcome::Minted
             } else {
                 MintOutcome::Inherited
             };
-            pending.settle(row.0, row.1, outcome);
+            pending.settle(row.slot, row.id, outcome);
         } else {
             skipped.push(row);
         }
@@ -164,13 +189,13 @@ async fn insert_and_settle(
 
     let found = queries::lookup(
         statements.on(&mut *tx),
-        skipped.iter().map(|(i, _, _)| pending.identifier(*i)),
+        skipped.iter().map(|row| pending.identifier(row.slot)),
     )
     .await?;
     let mut not_found = Vec::new();
     for (row, found) in skipped.into_iter().zip(found) {
         match found {
-            Some(id) => pending.settle(row.0, id, MintOutcome::Existing),
+            Some(id) => pending.settle(row.slot, id, MintOutcome::Existing),
             None => not_found.push(row),
         }
     }
@@ -185,9 +210,9 @@ fn fresh_id() -> CanonicalId {
 
 /// An inheriting row was skipped for a conflict, yet its identifier is not there: only a deleted
 /// row could do that, which the schema forbids.
-fn vanished(pending: &Pending, i: usize) -> Error {
+fn vanished(pending: &Pending, slot: Slot) -> Error {
     Error::Internal(anyhow::anyhow!(
         "identifier {} conflicted on insert but is not in the table",
-        pending.identifier(i)
+        pending.identifier(slot)
     ))
 }

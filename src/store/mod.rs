@@ -36,15 +36,6 @@ pub struct PoolSettings {
     pub acquire_timeout: Duration,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
 /// Opens a lazily-connecting pool: the server starts, and reports NOT_SERVING, even when the
 /// database is not there yet.
 pub fn connect_lazy(options: PgConnectOptions, settings: &PoolSettings) -> PgPool {

@@ -2,10 +2,9 @@
 //! minter process on a fresh PostgreSQL database, and the adapter as a real process, so that
 //! SIGTERM and SIGKILL are what they are in production. One binary, so it links once.
 
-#[path = "../api/fixtures.rs"]
-mod fixtures;
-#[path = "../api/helpers.rs"]
-mod helpers;
+#[path = "../common/mod.rs"]
+mod common;
+use common::{fixtures, helpers};
 mod support;
 
 mod crash;

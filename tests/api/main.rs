@@ -2,8 +2,9 @@
 //! gRPC over real sockets, in-process through the production `Application::build` or as real
 //! server processes. One binary, so it links once.
 
-mod fixtures;
-mod helpers;
+#[path = "../common/mod.rs"]
+mod common;
+use common::{fixtures, helpers};
 
 mod auth;
 mod cache;

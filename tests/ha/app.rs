@@ -1,29 +1,29 @@
-//! An idminter server started in-process through the production `Application`, on any database
-//! options (the tests' own clusters, pgbouncer or a moved address), with clients.
+//! An idminter server started in-process through the production `Application` (the shared
+//! [`InProcessServer`]), on any database options (the tests' own clusters, pgbouncer or a moved
+//! address), with the ha tests' own waits.
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::time::Duration;
 
 use idminter::config::ServeConfig;
 use idminter::pb;
-use idminter::pb::id_minter_client::IdMinterClient;
-use idminter::startup::Application;
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::oneshot;
-use tonic::Status;
-use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::cluster::within;
-use crate::helpers::{ServingStatus, channel, health_check, http_get};
+use crate::helpers::{InProcessServer, ServingStatus, health_check, http_get};
 
-pub struct App {
-    pub admin_addr: SocketAddr,
-    pub client: IdMinterClient<Channel>,
-    pub health: HealthClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
+/// A server on the tests' own clusters (see [`InProcessServer`], whose fields and calls it
+/// offers), checking its database more often than the default.
+pub struct App(InProcessServer);
+
+impl Deref for App {
+    type Target = InProcessServer;
+
+    fn deref(&self) -> &InProcessServer {
+        &self.0
+    }
 }
 
 impl App {
@@ -36,19 +36,7 @@ impl App {
         config.db_check_interval = Duration::from_millis(200);
         config.pool.acquire_timeout = Duration::from_secs(1);
         configure(&mut config);
-        let app = Application::build(config).await.expect("build the app");
-        let (grpc_addr, admin_addr) = (app.grpc_addr(), app.admin_addr());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        let channel = channel(grpc_addr).await;
-        Self {
-            admin_addr,
-            client: IdMinterClient::new(channel.clone()),
-            health: HealthClient::new(channel),
-            stop: Some(stop),
-        }
+        Self(InProcessServer::start(config).await)
     }
 
     /// A SERVING server on `database`.
@@ -70,40 +58,6 @@ impl App {
         .await;
     }
 
-    pub async fn health_status(&self) -> ServingStatus {
-        health_check(&self.health, "").await.expect("health check")
-    }
-
-    pub async fn mint(&self, items: Vec<pb::MintItem>) -> Result<pb::MintIdsResponse, Status> {
-        self.client
-            .clone()
-            .mint_ids(pb::MintIdsRequest { items })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    pub async fn lookup(
-        &self,
-        ids: Vec<pb::SourceIdentifier>,
-    ) -> Result<pb::LookupIdsResponse, Status> {
-        self.client
-            .clone()
-            .lookup_ids(pb::LookupIdsRequest {
-                source_identifiers: ids,
-            })
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    pub async fn resolve(&self, ids: &[&str]) -> Result<pb::ResolveCanonicalIdsResponse, Status> {
-        let canonical_ids = ids.iter().map(|s| (*s).to_owned()).collect();
-        self.client
-            .clone()
-            .resolve_canonical_ids(pb::ResolveCanonicalIdsRequest { canonical_ids })
-            .await
-            .map(|r| r.into_inner())
-    }
-
     /// The value of an unlabelled metric, if exported.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let (_, body) = http_get(self.admin_addr, "/metrics").await;
@@ -111,14 +65,6 @@ impl App {
             let (metric, value) = l.split_once(' ')?;
             (metric == name).then(|| value.trim().parse().ok())?
         })
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).ok();
-        }
     }
 }
 

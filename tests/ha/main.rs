@@ -2,8 +2,9 @@
 //! reads (`--read-database-url`), failover behind a moved address, and pgbouncer in transaction
 //! pooling mode. Every test starts the servers it needs (see `cluster`) and stops them after.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
+#[path = "../common/mod.rs"]
+mod common;
+use common::helpers;
 
 mod app;
 mod cluster;

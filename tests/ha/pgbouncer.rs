@@ -3,18 +3,15 @@
 //! works through it with `--transaction-pooler`, the schema guard included, also under racing
 //! calls from two server processes. Migrations go to the database directly, as documented.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
 
-use idminter::pb::id_minter_client::IdMinterClient;
 use idminter::pb::{self, MintOutcome};
 use sqlx::postgres::PgConnectOptions;
-use tokio::sync::Barrier;
 use tonic::Code;
 
 use crate::app::{App, ids};
 use crate::cluster::Pgbouncer;
+use crate::common::race;
 use crate::helpers::*;
 
 /// A migrated database on the test server (migrated directly) and pgbouncer in front of it.
@@ -113,76 +110,7 @@ async fn the_whole_api_works_through_pgbouncer_in_transaction_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_calls_on_two_servers_through_pgbouncer_mint_each_identifier_exactly_once() {
     let (db, _bouncer, url) = database_behind_pgbouncer().await;
-    let servers = [
-        ServerProcess::start(&url, &["--transaction-pooler"]),
-        ServerProcess::start(&url, &["--transaction-pooler"]),
-    ];
-    let mut channels = Vec::new();
-    for server in &servers {
-        let channel = server.channel().await;
-        wait_for_health(
-            &tonic_health::pb::health_client::HealthClient::new(channel.clone()),
-            ServingStatus::Serving,
-        )
-        .await;
-        channels.push(channel);
-    }
-    let identifiers: Vec<_> = (0..300).map(|i| work(&format!("race-{i}"))).collect();
-    let clients = 16;
-    let barrier = Arc::new(Barrier::new(clients));
-    let mut calls = Vec::new();
-    for c in 0..clients {
-        let mut client = IdMinterClient::new(channels[c % 2].clone());
-        let barrier = barrier.clone();
-        let mut items: Vec<pb::MintItem> = identifiers
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                if i % 10 == 9 {
-                    inheriting(id.clone(), identifiers[i - 1].clone())
-                } else {
-                    item(id.clone())
-                }
-            })
-            .collect();
-        let shift = c * 37 % items.len();
-        items.rotate_left(shift);
-        if c % 3 == 0 {
-            items.reverse();
-        }
-        calls.push(tokio::spawn(async move {
-            barrier.wait().await;
-            client
-                .mint_ids(pb::MintIdsRequest { items })
-                .await
-                .map(|r| r.into_inner())
-        }));
-    }
-
-    let mut answers: HashMap<String, Vec<(String, MintOutcome)>> = HashMap::new();
-    for call in calls {
-        for m in call.await.unwrap().expect("every racing call succeeds").ids {
-            let outcome = m.outcome();
-            answers
-                .entry(m.source_identifier.unwrap().value)
-                .or_default()
-                .push((m.canonical_id, outcome));
-        }
-    }
-
-    assert_eq!(answers.len(), 300);
-    for (value, seen) in &answers {
-        assert!(
-            seen.iter().all(|(id, _)| *id == seen[0].0),
-            "{value} got different IDs: {seen:?}"
-        );
-        let fresh = seen
-            .iter()
-            .filter(|(_, o)| *o != MintOutcome::Existing)
-            .count();
-        assert_eq!(fresh, 1, "{value}: minted exactly once: {seen:?}");
-    }
-    assert_eq!(db.count().await, 300);
+    race::two_servers_mint_each_identifier_exactly_once(&db, &url, &["--transaction-pooler"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,24 +120,5 @@ async fn a_row_committed_after_the_calls_snapshot_is_existing_through_pgbouncer_
         c.transaction_pooler = true;
     })
     .await;
-    let other = hold_uncommitted_work(&db, "late", "bbbbbbbb").await;
-
-    let call = {
-        let mut client = app.client.clone();
-        tokio::spawn(async move {
-            client
-                .mint_ids(pb::MintIdsRequest {
-                    items: vec![item(work("late"))],
-                })
-                .await
-                .map(|r| r.into_inner())
-        })
-    };
-    wait_until_a_backend_waits_on_a_lock(&db).await;
-    other.commit().await.unwrap();
-
-    let response = call.await.unwrap().expect("the call succeeds");
-    assert_eq!(response.ids[0].outcome(), MintOutcome::Existing);
-    assert_eq!(response.ids[0].canonical_id, "bbbbbbbb");
-    assert_eq!(db.count().await, 1);
+    race::a_row_committed_after_the_calls_snapshot_is_existing(app.client.clone(), &db).await;
 }

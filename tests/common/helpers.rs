@@ -1,10 +1,9 @@
-//! The test harness: databases, servers (in-process and as processes), clients, and builders that
-//! let the tests read like the contract.
-
-#![allow(dead_code)]
+//! The test harness shared by every test binary: databases, servers (in-process and as
+//! processes), clients, and builders that let the tests read like the contract.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::LazyLock;
@@ -133,11 +132,12 @@ impl Drop for TestDatabase {
     }
 }
 
-// === TestApp ===
+// === InProcessServer ===
 
-/// A server started in-process through the production `Application`, with clients.
-pub struct TestApp {
-    pub db: TestDatabase,
+/// A server started in-process through the production `Application::build` on port 0, with
+/// clients; stopped as SIGTERM would when dropped. The api tests' [`TestApp`] and the ha tests'
+/// `App` are this plus what each needs.
+pub struct InProcessServer {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub client: IdMinterClient<Channel>,
@@ -146,45 +146,26 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A SERVING app on a freshly migrated database.
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(TestDatabase::migrated().await, |_| {})
-        .await
-        .wait_until(ServingStatus::Serving)
-        .await
-}
-
-/// An app on `db`, configured by `configure`; it may not be SERVING yet.
-pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let mut config = ServeConfig::local(db.options.clone());
-    configure(&mut config);
-    let app = Application::build(config).await.expect("build the app");
-    let (grpc_addr, admin_addr) = (app.grpc_addr(), app.admin_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let channel = channel(grpc_addr).await;
-    TestApp {
-        db,
-        grpc_addr,
-        admin_addr,
-        client: IdMinterClient::new(channel.clone()),
-        health: HealthClient::new(channel),
-        stop: Some(stop),
-        server: Some(server),
+impl InProcessServer {
+    /// Builds and starts the server; it may not be SERVING yet.
+    pub async fn start(config: ServeConfig) -> Self {
+        let app = Application::build(config).await.expect("build the app");
+        let (grpc_addr, admin_addr) = (app.grpc_addr(), app.admin_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        let channel = channel(grpc_addr).await;
+        Self {
+            grpc_addr,
+            admin_addr,
+            client: IdMinterClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            stop: Some(stop),
+            server: Some(server),
+        }
     }
-}
 
-pub async fn channel(addr: SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
-}
-
-impl TestApp {
     pub async fn mint(&self, items: Vec<pb::MintItem>) -> Result<pb::MintIdsResponse, Status> {
         self.client
             .clone()
@@ -220,12 +201,6 @@ impl TestApp {
         health_check(&self.health, "").await.expect("health check")
     }
 
-    /// Waits (on the health Watch stream, not a clock) until `""` reports `status`.
-    pub async fn wait_until(self, status: ServingStatus) -> Self {
-        wait_for_health(&self.health, status).await;
-        self
-    }
-
     /// Stops the server as SIGTERM would and waits for it to finish.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.take().unwrap().send(()).ok();
@@ -233,11 +208,69 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
+impl Drop for InProcessServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             stop.send(()).ok();
         }
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
+}
+
+// === TestApp ===
+
+/// A server started in-process on a database of its own (see [`InProcessServer`], whose fields
+/// and calls it offers).
+pub struct TestApp {
+    // Declared first so that it is dropped first: the server is told to stop before its
+    // database is dropped.
+    server: InProcessServer,
+    pub db: TestDatabase,
+}
+
+impl Deref for TestApp {
+    type Target = InProcessServer;
+
+    fn deref(&self) -> &InProcessServer {
+        &self.server
+    }
+}
+
+/// A SERVING app on a freshly migrated database.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestDatabase::migrated().await, |_| {})
+        .await
+        .wait_until(ServingStatus::Serving)
+        .await
+}
+
+/// An app on `db`, configured by `configure`; it may not be SERVING yet.
+pub async fn spawn_app_with(db: TestDatabase, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig::local(db.options.clone());
+    configure(&mut config);
+    TestApp {
+        server: InProcessServer::start(config).await,
+        db,
+    }
+}
+
+impl TestApp {
+    /// Waits (on the health Watch stream, not a clock) until `""` reports `status`.
+    pub async fn wait_until(self, status: ServingStatus) -> Self {
+        wait_for_health(&self.health, status).await;
+        self
+    }
+
+    /// Stops the server as SIGTERM would and waits for it to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.server.stop().await
     }
 }
 

@@ -1,8 +1,6 @@
 //! Secrets made by the tests: temporary folders, certificate authorities and certificates (rcgen),
 //! tokens files, and clients that use them.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
