@@ -133,9 +133,9 @@ impl ValidRow {
             Some(given) => escape_tsv(given, out),
             None => out.extend_from_slice(b"\\N"),
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "\t{}\t{}\n",
+            "\t{}\t{}",
             key_hash as i64,
             if dup { 't' } else { 'f' }
         );
