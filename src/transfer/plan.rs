@@ -45,12 +45,17 @@ pub const COPY_STAGING: &str = "COPY import_staging FROM STDIN";
 /// The special rows: an identifier or a canonical ID given more than once, and a few more. The
 /// reading thread flagged (`dup`) every row that may repeat a key given earlier (see
 /// [`seen`](super::seen)); every row sharing an identifier hash or a canonical ID with a flagged
-/// row is special. Both sets are the flagged rows' only, small beside the input, and hashed in
-/// memory; the staged rows are scanned once.
+/// row is special. Both key sets are the flagged rows' only, small beside the input; the staged
+/// rows are scanned once. Written as outer joins on the distinct keys rather than `IN`
+/// subqueries: a hash join spills to disk in batches when a set outgrows `work_mem`, where an
+/// `IN` too large to hash would be run again for every staged row.
 const SPECIAL: &str = "CREATE TEMP TABLE import_special AS \
     SELECT s.* FROM import_staging s \
-    WHERE s.key_hash IN (SELECT key_hash FROM import_staging WHERE dup) \
-       OR s.canonical_id IN (SELECT canonical_id FROM import_staging WHERE dup)";
+    LEFT JOIN (SELECT DISTINCT key_hash FROM import_staging WHERE dup) k \
+        ON k.key_hash = s.key_hash \
+    LEFT JOIN (SELECT DISTINCT canonical_id FROM import_staging WHERE dup) c \
+        ON c.canonical_id = s.canonical_id \
+    WHERE k.key_hash IS NOT NULL OR c.canonical_id IS NOT NULL";
 
 /// Pass 1 over the special rows, sorting by identifier: each row with its identifier's first row
 /// and the table's ID.
