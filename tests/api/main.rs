@@ -8,6 +8,7 @@ use common::{fixtures, helpers};
 
 mod auth;
 mod cache;
+mod covering_key;
 mod database_tls;
 mod dockerfile;
 mod document_properties;
