@@ -236,6 +236,7 @@ async fn copy_in(options: &PgConnectOptions, file: &Path) -> anyhow::Result<Dura
     copy.finish().await?;
     let elapsed = started.elapsed();
     conn.close().await.ok();
+    eprintln!("floor: COPY FROM STDIN {:.1}s", elapsed.as_secs_f64());
     Ok(elapsed)
 }
 
@@ -254,6 +255,7 @@ async fn copy_out(options: &PgConnectOptions) -> anyhow::Result<Duration> {
     }
     let elapsed = started.elapsed();
     conn.close().await.ok();
+    eprintln!("floor: COPY TO STDOUT {:.1}s", elapsed.as_secs_f64());
     std::hint::black_box(bytes);
     Ok(elapsed)
 }
@@ -288,7 +290,11 @@ fn run_idminter(options: &PgConnectOptions, args: &[&str]) -> anyhow::Result<Mea
     let mut child = Command::new(env!("CARGO_BIN_EXE_idminter"))
         .args(args)
         .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
+        // IDMINTER_BENCH_LOG=info shows each phase's time.
+        .env(
+            "RUST_LOG",
+            std::env::var("IDMINTER_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -316,7 +322,13 @@ fn run_idminter(options: &PgConnectOptions, args: &[&str]) -> anyhow::Result<Mea
     if !status.success() {
         bail!("idminter {args:?} failed ({status}): {stdout}");
     }
-    eprintln!("idminter {}: {}", args[0], stdout.trim());
+    eprintln!(
+        "idminter {}: {} ({:.1}s, peak RSS {} kB)",
+        args[0],
+        stdout.trim(),
+        elapsed.as_secs_f64(),
+        peak
+    );
     Ok(Measured {
         elapsed,
         peak_rss_kb: peak,

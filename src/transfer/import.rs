@@ -4,8 +4,10 @@
 //!    encodes the valid ones as COPY text in buffers of about 1 MB, which the async side streams
 //!    into the staging table. Invalid rows go to the report as they are found. The channel
 //!    between the two is bounded, so memory stays flat whatever the input's size.
-//! 2. Writing: PostgreSQL classifies the staged rows and the chunks are applied one transaction
-//!    at a time (see [`plan`](super::plan)).
+//! 2. Writing: PostgreSQL classifies the staged rows; into an empty table they go in one
+//!    transaction that builds the indexes at the end (see [`bulk`](super::bulk), unless
+//!    `--online`), otherwise the chunks are applied one transaction at a time (see
+//!    [`plan`](super::plan)).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -22,10 +24,11 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 
 use super::format::{Format, Records};
-use super::plan;
 use super::progress::{Counters, Phase, Reporter};
 use super::report::{Rejects, Summary};
+use super::seen::Seen;
 use super::validate::validate;
+use super::{bulk, plan};
 use crate::domain::OntologyAliases;
 
 /// The bytes of COPY data sent to PostgreSQL at a time.
@@ -47,6 +50,8 @@ pub struct ImportConfig {
     pub rejects: Option<PathBuf>,
     /// Rows per committed chunk.
     pub chunk_rows: u64,
+    /// Write in chunks even into an empty table (servers keep serving).
+    pub online: bool,
 }
 
 /// One input file.
@@ -134,6 +139,7 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(counters.clone(), Phase::Reading { total: total_bytes });
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(BUFFERS_IN_FLIGHT);
+    let expected_rows = expected_rows(total_bytes, &inputs);
     let reader = {
         let counters = counters.clone();
         let columns = config.columns.clone();
@@ -146,6 +152,7 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
                 &mut rejects,
                 &counters,
                 &tx,
+                expected_rows,
             );
             (outcome, rejects)
         })
@@ -182,13 +189,21 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
         }
         (Ok(()), Ok(stats)) => {
             copy.finish().await?;
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                rows = stats.staged,
+                "read and staged"
+            );
             summary.read = stats.read;
             summary.rejected = stats.rejected;
             stats.staged
         }
     };
 
-    // Phase 2: classify and write.
+    // Phase 2: classify and write. Whether the table is empty is asked before classifying, so
+    // that a first load's plan is one made against the empty table.
+    let first_load = !config.dry_run && !config.online && bulk::is_empty(&mut conn).await?;
+    let phase_started = Instant::now();
     reporter.phase(Phase::Classifying { rows: staged });
     let counts = plan::classify(&mut conn).await?;
     summary.present = counts.present;
@@ -200,10 +215,46 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
         summary.present += alone.present;
         summary.conflicts += alone.conflict;
     } else {
+        tracing::info!(
+            seconds = phase_started.elapsed().as_secs_f64(),
+            special = counts.insert + counts.present + counts.conflict,
+            "classified"
+        );
+        let phase_started = Instant::now();
         reporter.phase(Phase::Writing {
             total: staged - counts.present - counts.conflict,
         });
-        for chunk in plan::chunks(&mut conn, config.chunk_rows).await? {
+        let loaded = if first_load {
+            match bulk::load(&mut conn, |rows| {
+                counters.applied.store(rows, Ordering::Relaxed)
+            })
+            .await
+            {
+                Ok(loaded) => loaded,
+                // Not the table's owner (or no TRUNCATE right): the chunked path needs only
+                // INSERT. The failed transaction was rolled back.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+                    tracing::warn!(
+                        "cannot take the empty table for a first load ({e}); writing in chunks"
+                    );
+                    None
+                }
+                Err(e) => return Err(e).context("first load into the empty table"),
+            }
+        } else {
+            None
+        };
+        if loaded.is_none() && first_load {
+            tracing::warn!("the table is no longer empty once locked: writing in chunks");
+        }
+        let chunks = match loaded {
+            Some(inserted) => {
+                summary.imported = inserted;
+                Vec::new()
+            }
+            None => plan::chunks(&mut conn, config.chunk_rows).await?,
+        };
+        for chunk in chunks {
             let applied = plan::apply(&mut conn, chunk).await?;
             summary.imported += applied.imported;
             summary.present += applied.present;
@@ -217,6 +268,11 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
             );
             tracing::debug!(imported = summary.imported, "chunk committed");
         }
+        tracing::info!(
+            seconds = phase_started.elapsed().as_secs_f64(),
+            first_load = loaded.is_some(),
+            "written"
+        );
     }
     reporter.finish().await;
     rejects.finish().context("write the --rejects file")?;
@@ -230,6 +286,20 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A generous guess of the rows in the inputs, to size the [`Seen`] filter: a row takes at least
+/// about 24 bytes, and gzip shrinks such text about eightfold. Unknown (stdin): as many as the
+/// filter can take.
+fn expected_rows(total_bytes: Option<u64>, inputs: &[Input]) -> u64 {
+    let compressed = inputs
+        .iter()
+        .any(|i| i.name.to_ascii_lowercase().ends_with(".gz"));
+    match total_bytes {
+        Some(bytes) if compressed => bytes.saturating_mul(8) / 24,
+        Some(bytes) => bytes / 24,
+        None => u64::MAX,
+    }
 }
 
 /// What phase 1 counted.
@@ -247,6 +317,7 @@ fn load(
     rejects: &mut Rejects,
     counters: &Arc<Counters>,
     tx: &mpsc::Sender<Vec<u8>>,
+    expected_rows: u64,
 ) -> Result<LoadStats, LoadError> {
     let mut stats = LoadStats {
         read: 0,
@@ -254,6 +325,7 @@ fn load(
         rejected: 0,
     };
     let mut buffer = Vec::with_capacity(COPY_BUFFER + 4096);
+    let mut seen = Seen::for_rows(expected_rows);
     let failed = |name: &str, e: &dyn std::fmt::Display| LoadError::Failed(format!("{name}: {e}"));
     for (src, input) in inputs.iter().enumerate() {
         let reader = open(input, counters.clone()).map_err(|e| failed(&input.name, &e))?;
@@ -273,7 +345,14 @@ fn load(
             match valid {
                 Ok(row) => {
                     stats.staged += 1;
-                    row.write_copy_line(stats.staged, src, record.line, &mut buffer);
+                    let key_hash = row.identifier_hash();
+                    // Both keys go in (no short-circuit): a later row may repeat either.
+                    let dup = seen.insert(key_hash) | seen.insert(row.canonical_id_hash());
+                    row.write_copy_line(
+                        (stats.staged, src, record.line),
+                        (key_hash, dup),
+                        &mut buffer,
+                    );
                     if buffer.len() >= COPY_BUFFER {
                         let full =
                             std::mem::replace(&mut buffer, Vec::with_capacity(COPY_BUFFER + 4096));

@@ -5,15 +5,19 @@
 //! - [`validate`]: a row checked by the API's rules, through the domain's parsers;
 //! - [`plan`]: the staging table and the set-based classification, done by PostgreSQL, and the
 //!   chunked, crash-safe writes;
+//! - [`seen`]: which rows may repeat a key, found while reading, so that PostgreSQL plans only those;
+//! - [`bulk`]: a first load into an empty table, in one transaction, indexes built at the end;
 //! - [`import`], [`export`]: the two commands; [`progress`] and [`report`]: what they tell the
 //!   user; [`timestamp`]: `created_at` at microsecond precision.
 
+pub mod bulk;
 pub mod export;
 pub mod format;
 pub mod import;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod seen;
 pub mod timestamp;
 pub mod validate;
 
@@ -57,6 +61,10 @@ pub struct ImportArgs {
     #[arg(long, env = "IDMINTER_IMPORT_CHUNK_ROWS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk_rows: u64,
+    /// Keep the table available to servers even when it is empty: write in committed chunks
+    /// instead of the faster first load, which holds the table (servers wait) until it commits.
+    #[arg(long, env = "IDMINTER_IMPORT_ONLINE")]
+    pub online: bool,
 }
 
 /// `idminter export`'s flags.
@@ -85,6 +93,7 @@ impl TryFrom<ImportArgs> for import::ImportConfig {
             dry_run,
             rejects,
             chunk_rows,
+            online,
         } = args;
         Ok(Self {
             database: database.connect_options()?,
@@ -96,6 +105,7 @@ impl TryFrom<ImportArgs> for import::ImportConfig {
             dry_run,
             rejects,
             chunk_rows,
+            online,
         })
     }
 }

@@ -6,9 +6,10 @@
 //! are decided when their chunk is written, by the table's constraints: inserted as the ID's
 //! minted row, or skipped and then reported as already present (the identifier has this ID), a
 //! conflict (it has another), or a conflict because the table already uses the ID for other
-//! identifiers. Two hash aggregates find the others, the *special* rows: an identifier given more
-//! than once, or a canonical ID shared by several rows. Only those are planned ahead, by two
-//! sorting passes over that subset, against the table as it is then:
+//! identifiers. The others are the *special* rows: an identifier given more than once, or a
+//! canonical ID shared by several rows (and a few rows that only may be, see [`SPECIAL`]). Only
+//! those are planned ahead, by two sorting passes over that subset, against the table as it is
+//! then:
 //! 1. A row whose identifier is in the table is already present (same ID) or a conflict.
 //! 2. Otherwise each identifier's first row in input order is its candidate; a later row for it is
 //!    a conflict when it names another ID ("earlier in the input"), else a repeat (present).
@@ -36,18 +37,25 @@ pub const CREATE_STAGING: &str = "CREATE TEMP TABLE import_staging ( \
     seq bigint NOT NULL, src int NOT NULL, line bigint NOT NULL, \
     identifier_type text COLLATE \"C\" NOT NULL, ontology_type text COLLATE \"C\" NOT NULL, \
     value text COLLATE \"C\" NOT NULL, canonical_id text COLLATE \"C\" NOT NULL, \
-    claim boolean, created_at timestamptz, given_ontology text)";
+    claim boolean, created_at timestamptz, given_ontology text, \
+    key_hash bigint NOT NULL, dup boolean NOT NULL)";
 
 pub const COPY_STAGING: &str = "COPY import_staging FROM STDIN";
 
-/// The special rows: an identifier or a canonical ID given more than once.
+/// The special rows: an identifier or a canonical ID given more than once, and a few more. The
+/// reading thread flagged (`dup`) every row that may repeat a key given earlier (see
+/// [`seen`](super::seen)); every row sharing an identifier hash or a canonical ID with a flagged
+/// row is special. Both key sets are the flagged rows' only, small beside the input; the staged
+/// rows are scanned once. Written as outer joins on the distinct keys rather than `IN`
+/// subqueries: a hash join spills to disk in batches when a set outgrows `work_mem`, where an
+/// `IN` too large to hash would be run again for every staged row.
 const SPECIAL: &str = "CREATE TEMP TABLE import_special AS \
     SELECT s.* FROM import_staging s \
-    WHERE (s.identifier_type, s.ontology_type, s.value) IN ( \
-            SELECT identifier_type, ontology_type, value FROM import_staging \
-            GROUP BY 1, 2, 3 HAVING count(*) > 1) \
-       OR s.canonical_id IN ( \
-            SELECT canonical_id FROM import_staging GROUP BY 1 HAVING count(*) > 1)";
+    LEFT JOIN (SELECT DISTINCT key_hash FROM import_staging WHERE dup) k \
+        ON k.key_hash = s.key_hash \
+    LEFT JOIN (SELECT DISTINCT canonical_id FROM import_staging WHERE dup) c \
+        ON c.canonical_id = s.canonical_id \
+    WHERE k.key_hash IS NOT NULL OR c.canonical_id IS NOT NULL";
 
 /// Pass 1 over the special rows, sorting by identifier: each row with its identifier's first row
 /// and the table's ID.

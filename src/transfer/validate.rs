@@ -84,10 +84,30 @@ pub fn validate(mut fields: Fields, aliases: &OntologyAliases) -> Result<ValidRo
 }
 
 impl ValidRow {
+    /// The hash of the row's identifier, as the staging table keeps it (see [`seen`](super::seen)).
+    pub fn identifier_hash(&self) -> u64 {
+        super::seen::identifier_hash(
+            self.identifier.identifier_type(),
+            self.identifier.ontology_type(),
+            self.identifier.value(),
+        )
+    }
+
+    /// The canonical ID's key in the [`Seen`](super::seen::Seen) filter.
+    pub fn canonical_id_hash(&self) -> u64 {
+        super::seen::canonical_id_hash(self.canonical_id.as_str())
+    }
+
     /// Appends the row as a line of COPY text for the staging table:
     /// `seq, src, line, identifier_type, ontology_type, value, canonical_id, claim, created_at,
-    /// given_ontology`. Valid fields hold no control characters, so only `\` needs escaping.
-    pub fn write_copy_line(&self, seq: u64, src: usize, line: u64, out: &mut Vec<u8>) {
+    /// given_ontology, key_hash, dup` (`dup`: the row may repeat a key given earlier). Valid
+    /// fields hold no control characters, so only `\` needs escaping.
+    pub fn write_copy_line(
+        &self,
+        (seq, src, line): (u64, usize, u64),
+        (key_hash, dup): (u64, bool),
+        out: &mut Vec<u8>,
+    ) {
         use std::io::Write;
         let _ = write!(out, "{seq}\t{src}\t{line}\t");
         escape_tsv(self.identifier.identifier_type(), out);
@@ -113,7 +133,12 @@ impl ValidRow {
             Some(given) => escape_tsv(given, out),
             None => out.extend_from_slice(b"\\N"),
         }
-        out.push(b'\n');
+        let _ = writeln!(
+            out,
+            "\t{}\t{}",
+            key_hash as i64,
+            if dup { 't' } else { 'f' }
+        );
     }
 }
 
@@ -199,10 +224,11 @@ mod tests {
         )
         .unwrap();
         let mut out = Vec::new();
-        row.write_copy_line(7, 0, 9, &mut out);
+        row.write_copy_line((7, 0, 9), (u64::MAX, true), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "7\t0\t9\tt\tWork\ta\\\\b\ta2345678\tt\t2026-01-02 03:04:05.000000+00\t\\N\n"
+            "7\t0\t9\tt\tWork\ta\\\\b\ta2345678\tt\t2026-01-02 03:04:05.000000+00\t\\N\t-1\tt\n",
+            "the hash as PostgreSQL's bigint (two's complement), then the flag"
         );
     }
 }

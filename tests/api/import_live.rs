@@ -58,15 +58,17 @@ async fn an_import_killed_between_chunks_and_run_again_ends_as_an_uninterrupted_
     let file = dir.file("identifiers.csv", wellcome_file(rows));
     let expected = uninterrupted(&file).await;
     // Chunks follow the input order: the import is killed while it waits for a lock on an
-    // identifier of a late chunk, then of a middle one.
+    // identifier of a late chunk, then of a middle one. `--online`: the table is empty, and
+    // without it the import would load it in one transaction (the next test).
     for blocked in [rows * 3 / 4 + 17, rows / 2 - 23] {
         let db = TestDatabase::migrated().await;
         let held = hold_uncommitted_work(&db, &format!("b{blocked:07}"), "zzzzzzzz").await;
-        let mut child = idminter_command(&db, &["import", &file, "--chunk-rows", "100"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            idminter_command(&db, &["import", &file, "--chunk-rows", "100", "--online"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
 
         wait_until_a_backend_waits_on_a_lock(&db).await;
         let committed = db.count().await;
@@ -84,6 +86,145 @@ async fn an_import_killed_between_chunks_and_run_again_ends_as_an_uninterrupted_
         assert_eq!(again.count("imported"), rows - committed as u64);
         assert_eq!(mappings(&db).await, expected, "blocked on b{blocked:07}");
     }
+}
+
+/// The definitions of every index and constraint of `source_identifiers`.
+async fn schema(db: &TestDatabase) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'source_identifiers' \
+         UNION ALL \
+         SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = 'source_identifiers'::regclass ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// A statement trigger that makes every INSERT into `source_identifiers` wait for advisory lock
+/// 4242 (an interruption point the test controls), or fail when `fail` is set.
+async fn gate_inserts(db: &TestDatabase, fail: bool) {
+    let body = if fail {
+        "RAISE EXCEPTION 'the test refuses this insert'"
+    } else {
+        "PERFORM pg_advisory_xact_lock_shared(4242)"
+    };
+    db.execute(&format!(
+        "CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN {body}; RETURN NULL; END $$; \
+         CREATE TRIGGER test_gate BEFORE INSERT ON source_identifiers \
+         FOR EACH STATEMENT EXECUTE FUNCTION test_gate()"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_killed_before_it_commits_leaves_the_table_empty_with_every_constraint() {
+    let dir = Scratch::new();
+    let file = dir.file("identifiers.csv", wellcome_file(2_000));
+    let expected = uninterrupted(&file).await;
+    let db = TestDatabase::migrated().await;
+    let constraints = schema(&db).await;
+    gate_inserts(&db, false).await;
+    let mut gate = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    let mut child = idminter_command(&db, &["import", &file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The import waits inside its INSERT: the table is locked, its indexes dropped.
+    wait_until_a_backend_waits_on_a_lock(&db).await;
+    let (query, locked): (String, bool) = sqlx::query_as(
+        "SELECT a.query, EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted \
+             AND l.relation = 'source_identifiers'::regclass AND l.mode = 'AccessExclusiveLock') \
+         FROM pg_stat_activity a WHERE a.datname = current_database() AND a.wait_event_type = 'Lock'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        query.starts_with("INSERT INTO source_identifiers"),
+        "{query}"
+    );
+    assert!(locked, "the first load holds the table");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    sqlx::query("SELECT pg_advisory_unlock(4242)")
+        .execute(&mut *gate)
+        .await
+        .unwrap();
+    drop(gate);
+
+    // Waits for the table's lock: the orphaned transaction is rolled back, never committed.
+    assert_eq!(db.count().await, 0, "nothing committed");
+    assert_eq!(
+        schema(&db).await,
+        constraints,
+        "every index and constraint is back"
+    );
+    db.execute("DROP TRIGGER test_gate ON source_identifiers")
+        .await;
+    let again = import(&db, &[&file]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.count("imported"), 2_000);
+    assert_eq!(mappings(&db).await, expected);
+}
+
+#[tokio::test]
+async fn a_first_load_that_fails_rolls_back_to_the_empty_table_with_every_constraint() {
+    let dir = Scratch::new();
+    let file = dir.file("identifiers.csv", wellcome_file(300));
+    let db = TestDatabase::migrated().await;
+    let constraints = schema(&db).await;
+    gate_inserts(&db, true).await;
+
+    let run = import(&db, &[&file]);
+
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("the test refuses this insert"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.count().await, 0);
+    assert_eq!(schema(&db).await, constraints);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_written_to_before_the_first_load_locks_it_is_written_in_chunks() {
+    let dir = Scratch::new();
+    let file = dir.file("identifiers.csv", wellcome_file(500));
+    let db = TestDatabase::migrated().await;
+    // Uncommitted: the import finds the table empty, plans, then waits for the lock behind it.
+    let held = hold_uncommitted_work(&db, "b0000010", "zzzzzzzz").await;
+    let child = idminter_command(&db, &["import", &file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_a_backend_waits_on_a_lock(&db).await;
+    held.commit().await.unwrap();
+
+    let output = child.wait_with_output().unwrap();
+    let run = crate::import::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("no longer empty"),
+        "took the chunked path: {}",
+        run.stderr
+    );
+    assert_eq!(run.count("conflicts"), 1, "b0000010 has another ID");
+    assert_eq!(run.count("imported"), 499);
+    assert_eq!(db.count().await, 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
