@@ -71,7 +71,7 @@ pub enum Command {
     /// Import existing mappings from CSV, TSV or JSON lines files (exit 0: every row imported
     /// or already present; 1: rows rejected or conflicting, or an error; 2: usage).
     Import(crate::transfer::ImportArgs),
-    /// Export every mapping from one snapshot, in primary-key order.
+    /// Export every mapping from one snapshot, in the order the rows were written (storage order).
     Export(crate::transfer::ExportArgs),
     /// Client tokens: `idminter token new NAME --scopes S`.
     #[command(subcommand)]
