@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use futures_util::TryStreamExt;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 
 use super::format::{Column, Format, escape_tsv};
 use super::progress::{Counters, Phase, Reporter};
@@ -78,7 +78,10 @@ pub async fn run(config: ExportConfig) -> anyhow::Result<ExitCode> {
 
     let counters = Arc::new(Counters::default());
     let reporter = Reporter::start(counters.clone(), Phase::Exporting);
-    let mut conn = PgConnection::connect_with(&config.database).await?;
+    // Its statements are long by design (a COPY, a chunk of 100,000 rows): sqlx's slow-statement
+    // warnings would fill the terminal and say nothing; progress and phases are logged instead.
+    let mut conn =
+        PgConnection::connect_with(&config.database.clone().disable_statement_logging()).await?;
     // Storage order, from the first page, in one process (see the module's documentation).
     conn.execute("SET synchronize_seqscans = off").await?;
     conn.execute("SET max_parallel_workers_per_gather = 0")

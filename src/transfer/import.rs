@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::Context;
 use flate2::read::MultiGzDecoder;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::mpsc;
 
 use super::format::{Format, Records};
@@ -132,7 +132,10 @@ pub async fn run(config: ImportConfig) -> anyhow::Result<ExitCode> {
         inputs.iter().map(|i| i.name.clone()).collect(),
     )
     .with_context(|| "create the --rejects file")?;
-    let mut conn = PgConnection::connect_with(&config.database).await?;
+    // Its statements are long by design (a COPY, a chunk of 100,000 rows): sqlx's slow-statement
+    // warnings would fill the terminal and say nothing; progress and phases are logged instead.
+    let mut conn =
+        PgConnection::connect_with(&config.database.clone().disable_statement_logging()).await?;
     plan::begin(&mut conn).await?;
 
     // Phase 1: read, validate, stage.
