@@ -208,31 +208,9 @@ fn is_plain_name(name: &str) -> bool {
 /// Fills the freshly migrated, empty table with `rows` seeded mappings.
 async fn load(options: &PgConnectOptions, rows: u64, loaders: usize) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(options).await?;
-    // The unique indexes, as the migrations made them: constraints first, then plain indexes.
-    let constraints: Vec<(String, String)> = sqlx::query_as(
-        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
-         WHERE conrelid = 'source_identifiers'::regclass AND contype IN ('p', 'u') ORDER BY conname",
-    )
-    .fetch_all(&mut conn)
-    .await?;
-    let indexes: Vec<(String, String)> = sqlx::query_as(
-        "SELECT indexname::text, indexdef FROM pg_indexes \
-         WHERE schemaname = current_schema() AND tablename = 'source_identifiers' \
-         AND indexname NOT IN (SELECT conname FROM pg_constraint \
-                               WHERE conrelid = 'source_identifiers'::regclass) ORDER BY indexname",
-    )
-    .fetch_all(&mut conn)
-    .await?;
-    for (name, _) in &constraints {
-        conn.execute(AssertSqlSafe(format!(
-            "ALTER TABLE source_identifiers DROP CONSTRAINT {name}"
-        )))
-        .await?;
-    }
-    for (name, _) in &indexes {
-        conn.execute(AssertSqlSafe(format!("DROP INDEX {name}")))
-            .await?;
-    }
+    // The indexes, as the migrations made them (the import's first load does the same).
+    let indexes = idminter::transfer::bulk::Indexes::capture(&mut conn).await?;
+    indexes.drop_all(&mut conn).await?;
 
     let started = Instant::now();
     let loaders = loaders.clamp(1, 16) as u64;
@@ -253,15 +231,7 @@ async fn load(options: &PgConnectOptions, rows: u64, loaders: usize) -> anyhow::
 
     let started = Instant::now();
     conn.execute("SET maintenance_work_mem = '1GB'").await?;
-    for (name, definition) in &constraints {
-        conn.execute(AssertSqlSafe(format!(
-            "ALTER TABLE source_identifiers ADD CONSTRAINT {name} {definition}"
-        )))
-        .await?;
-    }
-    for (_, definition) in &indexes {
-        conn.execute(AssertSqlSafe(definition.clone())).await?;
-    }
+    indexes.recreate(&mut conn).await?;
     conn.execute("VACUUM (FREEZE, ANALYZE) source_identifiers")
         .await?;
     eprintln!(
