@@ -212,7 +212,7 @@ async fn run_inner(call: Call, args: ClientArgs, reason: Option<String>) -> Resu
             Status::unavailable(format!(
                 "cannot connect to {}: {}",
                 args.addr,
-                error_chain(&e)
+                crate::error::chain(&e)
             ))
         })?;
     let mut client = IdMinterClient::with_interceptor(channel, token);
@@ -256,18 +256,6 @@ async fn run_inner(call: Call, args: ClientArgs, reason: Option<String>) -> Resu
         }
     }
     Ok(())
-}
-
-/// An error with its causes on one line (a TLS failure says why only in a cause).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// One call, the way every command makes it: `message` sent by `rpc` with the deadline, and each

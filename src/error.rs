@@ -91,6 +91,19 @@ impl fmt::Debug for Error {
     }
 }
 
+/// An error with its whole chain of causes on one line ("connect: tls handshake: certificate
+/// expired"): wrappers such as a TLS or transport error often say why only in a cause.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

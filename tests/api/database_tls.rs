@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
+use idminter::error::chain;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 

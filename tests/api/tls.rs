@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use idminter::config::ServeConfig;
+use idminter::error::chain;
 use idminter::pb;
 use idminter::pb::id_minter_client::IdMinterClient;
 use idminter::startup::Application;

@@ -167,18 +167,6 @@ pub async fn tls_channel(
         .await
 }
 
-/// An error with its whole chain of causes on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// True when `error` names `reason` (a rustls certificate error such as `NotValidForName`), however
 /// it is spelled (`NotValidForName`, `certificate not valid for name`).
 pub fn says(error: &str, reason: &str) -> bool {
